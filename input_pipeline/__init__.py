@@ -1,0 +1,1 @@
+"""Data loading and on-device preprocessing for the face-analysis trainers."""

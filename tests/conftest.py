@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny data sets generated on the fly."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from input_pipeline import labels  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_image_tree(
+  root,
+  per_class=3,
+  size=12,
+  class_names=labels.EMOTION_CLASSES,
+  splits=("train", "test"),
+  mode="L",
+  seed=0,
+):
+  """Writes `root/<split>/<class>/<n>.png` with random images; returns root."""
+  rng = np.random.default_rng(seed)
+  channels = 1 if mode == "L" else 3
+  for split in splits:
+    for name in class_names:
+      folder = os.path.join(root, split, name)
+      os.makedirs(folder, exist_ok=True)
+      for i in range(per_class):
+        pixels = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(
+          os.path.join(folder, f"{i}.png")
+        )
+  return str(root)
+
+
+def write_fer_csv(path, rows):
+  """Writes a fer2013.csv from (emotion, pixel list or string, usage) rows."""
+  with open(path, "w") as file:
+    file.write("emotion,pixels,Usage\n")
+    for emotion, pixels, usage in rows:
+      text = pixels if isinstance(pixels, str) else " ".join(map(str, pixels))
+      file.write(f"{emotion},{text},{usage}\n")
+  return str(path)
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+  return write_image_tree(tmp_path / "fer")

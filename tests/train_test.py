@@ -1,0 +1,203 @@
+"""End to end: a tiny run writes every output; export, resume and errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, write_image_tree
+
+from configs import emotion as emotion_config
+from input_pipeline import labels
+from training import callbacks, emotion
+from training.run_paths import RunPaths
+
+
+def tiny_config(**data):
+  config = emotion_config.get_config("tiny")
+  config.data.update(data)
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """One epoch on a generated Kaggle-layout folder tree."""
+  root = write_image_tree(tmp_path_factory.mktemp("data") / "fer", per_class=8, size=20)
+  config = tiny_config(source="folder", dir=root, validation_fraction=0.125)
+  config.schedule.num_epochs = 1
+  workdir = str(tmp_path_factory.mktemp("run"))
+  summary = emotion.train_and_evaluate(config, workdir)
+  return config, workdir, summary
+
+
+def test_run_writes_every_output(tiny_run):
+  config, workdir, summary = tiny_run
+  paths = RunPaths(workdir)
+  assert json.load(open(paths.config))["model"]["width"] == config.model.width
+  with open(paths.metrics) as file:
+    reader = csv.DictReader(file)
+    rows = list(reader)
+  assert tuple(reader.fieldnames) == callbacks.METRICS_COLUMNS
+  steps = 49 // config.schedule.batch_size  # 56 train images less 7 for validation
+  assert [(int(r["iteration"]), int(r["epoch"])) for r in rows] == [(steps, 1)]
+  for column in callbacks.METRICS_COLUMNS:
+    assert rows[0][column] != "" and np.isfinite(float(rows[0][column])), column
+  for checkpoint in (paths.best_checkpoint, paths.last_checkpoint):
+    model = keras.saving.load_model(checkpoint, compile=False)
+    assert model.output.shape == (None, 7)
+  events = [f for _, _, files in os.walk(paths.tensorboard) for f in files]
+  assert any(f.startswith("events.out.tfevents") for f in events)
+  report = json.load(open(paths.test_report))
+  assert report["num_images"] == 56
+  assert set(report["per_class"]) == set(labels.EMOTION_CLASSES)
+  assert 0.0 <= report["accuracy"] <= 1.0
+  assert np.array(report["confusion_matrix"]).sum() == 56
+  assert os.path.exists(os.path.join(paths.export(1), "saved_model.pb"))
+  assert summary["export"] == paths.export(1)
+
+
+_SERVE = r"""
+import json, sys
+import numpy as np, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+rng = np.random.default_rng(0)
+results = {}
+for name, shape in {"gray": (2, 17, 23, 1), "colour": (3, 31, 9, 3)}.items():
+  out = serve(images=tf.constant(rng.integers(0, 256, shape, dtype=np.uint8)))
+  results[name] = {
+      "sums": out["probabilities"].numpy().sum(-1).tolist(),
+      "dtype": out["probabilities"].dtype.name,
+      "shape": out["probabilities"].shape.as_list(),
+      "labels": [l.decode() for l in out["labels"].numpy()],
+  }
+try:
+  serve(images=tf.zeros((1, 8, 8, 4), tf.uint8))
+  results["four_channels"] = "accepted"
+except Exception as error:
+  results["four_channels"] = str(error)
+print(json.dumps(results))
+"""
+
+
+def test_export_serves_in_a_fresh_process(tiny_run):
+  _, workdir, _ = tiny_run
+  out = subprocess.run(
+    [sys.executable, "-c", _SERVE, RunPaths(workdir).export(1)],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+  )
+  results = json.loads(out.stdout.strip().splitlines()[-1])
+  for name, batch in (("gray", 2), ("colour", 3)):
+    assert results[name]["shape"] == [batch, 7]
+    assert results[name]["dtype"] == "float32"
+    np.testing.assert_allclose(results[name]["sums"], 1.0, rtol=1e-5)
+    assert set(results[name]["labels"]) <= set(labels.EMOTION_CLASSES)
+  assert "1 (grayscale) or 3 (RGB) channels" in results["four_channels"]
+
+
+def test_rerunning_a_finished_run_does_not_train_again(tiny_run, tmp_path):
+  config, workdir, _ = tiny_run
+  rows = callbacks.read_metrics(RunPaths(workdir).metrics)
+  summary = emotion.train_and_evaluate(config, workdir)
+  assert callbacks.read_metrics(RunPaths(workdir).metrics) == rows
+  assert summary["best_epoch"] == 1
+
+
+def test_restore_brings_back_weights_and_optimizer_state(tiny_run):
+  config, workdir, _ = tiny_run
+  path = RunPaths(workdir).last_checkpoint
+  model = emotion.build_model(config)
+  emotion.compile_model(model, config, steps_per_epoch=3, policy="float32")
+  assert emotion.restore_last_checkpoint(model, path, steps_per_epoch=3) == 1
+  saved = keras.saving.load_model(path)
+  images = np.random.default_rng(0).integers(0, 256, (2, 20, 20, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(model.predict(images, verbose=0), saved.predict(images, verbose=0))
+  for restored, reference in zip(model.optimizer.variables, saved.optimizer.variables, strict=True):
+    np.testing.assert_array_equal(restored.numpy(), reference.numpy())
+  with pytest.raises(ValueError, match="not a whole number of epochs"):
+    emotion.restore_last_checkpoint(model, path, steps_per_epoch=2)
+
+
+# Keras warns about every layer it cannot match before it raises.
+@pytest.mark.filterwarnings("ignore:Skipping nested container")
+def test_resuming_with_a_different_model_is_a_clear_error(tiny_run):
+  config, workdir, _ = tiny_run
+  config = config.copy_and_resolve_references()
+  config.model.width = 8
+  with pytest.raises(ValueError, match="does not match the model of this config"):
+    emotion.train_and_evaluate(config, workdir)
+
+
+def _train_command(workdir, *overrides):
+  return [
+    sys.executable,
+    "train_main.py",
+    "--config=configs/emotion.py:tiny",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
+
+
+def test_kill_and_resume_continues_without_duplicate_rows(tmp_path):
+  workdir = str(tmp_path / "run")
+  overrides = ["--config.schedule.num_epochs=12", "--config.logging.verbose=2"]
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  process = subprocess.Popen(
+    _train_command(workdir, *overrides),
+    cwd=REPO_ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  paths = RunPaths(workdir)
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if os.path.exists(paths.last_checkpoint) and len(callbacks.read_metrics(paths.metrics)) >= 2:
+      break
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = len(callbacks.read_metrics(paths.metrics))
+  assert 2 <= killed_at < 12, "the run ended before it could be killed"
+
+  resumed = subprocess.run(
+    _train_command(workdir, *overrides), cwd=REPO_ROOT, env=env, capture_output=True, text=True
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming from" in resumed.stderr
+  rows = callbacks.read_metrics(paths.metrics)
+  steps = 64 // 16
+  assert [int(r["epoch"]) for r in rows] == list(range(1, 13))
+  assert [int(r["iteration"]) for r in rows] == [steps * e for e in range(1, 13)]
+  model = keras.saving.load_model(paths.last_checkpoint)
+  assert int(model.optimizer.iterations) == 12 * steps
+  # The cosine schedule ran to its end: the last learning rate is the floor.
+  assert float(rows[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_misspelt_override_is_an_error():
+  result = subprocess.run(
+    [sys.executable, "train_main.py", "--config=configs/emotion.py:tiny", "--config.model.widht=3"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode != 0
+  assert "widht" in result.stderr
+
+
+def test_missing_explicit_data_dir_is_an_error(tmp_path):
+  from input_pipeline.fer2013 import DataError
+
+  with pytest.raises(DataError, match="does not exist"):
+    emotion.train_and_evaluate(
+      tiny_config(source="auto", dir=str(tmp_path / "absent")), str(tmp_path / "r")
+    )

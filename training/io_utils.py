@@ -1,0 +1,55 @@
+"""Crash-safe writes: every output appears whole or not at all.
+
+Each writer puts its bytes in a temporary file beside the target and renames
+it over the target (`os.replace` is atomic on POSIX and Windows), so a crash
+mid-write leaves the previous version intact instead of a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import keras
+
+
+def write_text(path: str, text: str) -> None:
+  """Atomically writes `text` to `path`."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  temporary = f"{path}.tmp"
+  with open(temporary, "w") as file:
+    file.write(text)
+    file.flush()
+    os.fsync(file.fileno())
+  os.replace(temporary, path)
+
+
+def write_json(path: str, value: Any) -> None:
+  """Atomically writes `value` as indented JSON."""
+  write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def save_model(model: keras.Model, path: str) -> None:
+  """Atomically saves `model` (weights, optimizer state, config) as `.keras`."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  temporary = f"{path[: -len('.keras')]}.tmp.keras"
+  model.save(temporary)
+  os.replace(temporary, path)
+
+
+def replace_directory(source: str, target: str) -> None:
+  """Moves the finished directory `source` to `target`, replacing it.
+
+  The old `target` is moved aside first and deleted only after the new one is
+  in place, so one of the two complete versions always exists.
+  """
+  old = f"{target}.old"
+  if os.path.exists(old):
+    shutil.rmtree(old)
+  if os.path.exists(target):
+    os.replace(target, old)
+  os.replace(source, target)
+  if os.path.exists(old):
+    shutil.rmtree(old)

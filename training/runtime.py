@@ -1,0 +1,52 @@
+"""Choices that depend on the machine: precision policy, progress output."""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
+
+
+def resolve_dtype_policy(setting: str) -> str:
+  """Maps `config.training.mixed_precision` to a Keras dtype policy name.
+
+  `auto` picks mixed_bfloat16 on GPUs with bfloat16 tensor cores (compute
+  capability 8.0+, e.g. A100/H100), mixed_float16 on older GPUs and float32 on
+  CPUs, where reduced precision is slower, not faster.
+  """
+  if setting != "auto":
+    if setting not in DTYPE_POLICIES:
+      raise ValueError(
+        f"config.training.mixed_precision={setting!r}; expected 'auto' or one of "
+        f"{list(DTYPE_POLICIES)}."
+      )
+    return setting
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "float32"
+  capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+  policy = "mixed_bfloat16" if tuple(capability) >= (8, 0) else "mixed_float16"
+  logging.info("GPU compute capability %s: using %s.", capability, policy)
+  return policy
+
+
+def wrap_optimizer_for_policy(
+  optimizer: keras.optimizers.Optimizer, policy: str
+) -> keras.optimizers.Optimizer:
+  """Adds dynamic loss scaling where float16 gradients would underflow."""
+  if policy in ("mixed_float16", "float16"):
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def resolve_verbose(setting: str | int) -> int:
+  """`auto`: a progress bar on a terminal, one line per epoch in log files."""
+  if setting == "auto":
+    return 1 if sys.stdout.isatty() else 2
+  if setting in (0, 1, 2, "0", "1", "2"):
+    return int(setting)
+  raise ValueError(f"config.logging.verbose={setting!r}; expected 'auto', 0, 1 or 2.")
