@@ -84,8 +84,8 @@ def carve_validation(
   stratify = train.labels
   if counts[counts > 0].min() < 2 or num_held_out < np.count_nonzero(counts):
     logging.warning(
-        "Too few images (%d) to stratify the validation split by class; splitting at random.",
-        len(train),
+      "Too few images (%d) to stratify the validation split by class; splitting at random.",
+      len(train),
     )
     stratify = None
   keep, held_out = model_selection.train_test_split(

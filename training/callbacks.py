@@ -6,11 +6,12 @@ import csv
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import numpy as np
+from absl import logging
 
 from training import io_utils
 
@@ -60,23 +61,28 @@ class MetricsCsvLogger(keras.callbacks.Callback):
   """Writes one row per validation to `metrics.csv` (columns `METRICS_COLUMNS`).
 
   The whole file is rewritten atomically at each row, so it is never left
-  half-written. When training resumes at epoch `e`, rows of later epochs
-  (written after the checkpoint that is being resumed from) are dropped, so the
-  file has neither duplicates nor gaps.
+  half-written. Rows after `resume_iteration` (written after the checkpoint
+  that training resumes from) are dropped at the start, so the file has
+  neither duplicates nor gaps.
+
+  Args:
+    path: the CSV file.
+    resume_iteration: the optimizer iteration training starts from.
+    epoch_of_iteration: maps an iteration to the `epoch` column (passes over
+      the training data); by default the `model.fit` epoch number is used.
   """
 
-  def __init__(self, path: str):
+  def __init__(
+    self,
+    path: str,
+    resume_iteration: int = 0,
+    epoch_of_iteration: Callable[[int], float] | None = None,
+  ):
     super().__init__()
     self.path = path
-    self._rows: list[dict[str, Any]] | None = None
-
-  def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-    self._rows = None
-
-  def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-    if self._rows is None:
-      self._rows = [r for r in read_metrics(self.path) if int(r["epoch"]) <= epoch]
-      self._write()
+    self.epoch_of_iteration = epoch_of_iteration
+    self._rows = [r for r in read_metrics(path) if int(r["iteration"]) <= resume_iteration]
+    self._write()
 
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
     logs = logs or {}
@@ -91,9 +97,12 @@ class MetricsCsvLogger(keras.callbacks.Callback):
         f"Epoch {epoch + 1} ended without the metrics {missing}; metrics.csv "
         "needs train and validation values for every row."
       )
+    iteration = int(self.model.optimizer.iterations)
     row: dict[str, Any] = {
-      "iteration": int(self.model.optimizer.iterations),
-      "epoch": epoch + 1,
+      "iteration": iteration,
+      "epoch": (
+        round(self.epoch_of_iteration(iteration), 4) if self.epoch_of_iteration else epoch + 1
+      ),
     }
     for name in LOGGED_METRICS:
       row[f"train_{name}"] = float(logs[name])
@@ -111,18 +120,21 @@ class MetricsCsvLogger(keras.callbacks.Callback):
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
-  """Saves the whole model (with optimizer state) as `.keras` at epoch ends.
+  """Saves the whole model (with optimizer state) as `.keras`.
 
   Unlike `keras.callbacks.ModelCheckpoint`, the file is written to a temporary
   name and renamed, so a crash never leaves a truncated checkpoint, and the
   best value so far can be restored on resume (`initial_best`).
 
   Args:
-    path: target `.keras` file.
+    path: target `.keras` file; may contain `{iteration}` (e.g.
+      `it{iteration:06d}.keras`), filled in with the optimizer iteration.
     monitor: a Keras log key (e.g. `val_accuracy`) to keep only the best
-      model, or None to save at every epoch.
+      model, or None to save every time.
     mode: `max` or `min`: which direction of `monitor` is better.
     initial_best: the best value reached before a resume.
+    every_n_iterations: save every this many optimizer iterations instead of
+      at the end of each `fit` epoch (validation).
   """
 
   def __init__(
@@ -131,6 +143,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     monitor: str | None = None,
     mode: str = "max",
     initial_best: float | None = None,
+    every_n_iterations: int | None = None,
   ):
     super().__init__()
     if mode not in ("max", "min"):
@@ -139,19 +152,141 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     self.monitor = monitor
     self.mode = mode
     self.best = initial_best
+    self.every_n_iterations = every_n_iterations
 
   def _improved(self, value: float) -> bool:
     if self.best is None:
       return True
     return value > self.best if self.mode == "max" else value < self.best
 
+  def _save(self) -> None:
+    iteration = int(self.model.optimizer.iterations)
+    io_utils.save_model(self.model, self.path.format(iteration=iteration))
+
+  def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    if (
+      self.every_n_iterations
+      and int(self.model.optimizer.iterations) % self.every_n_iterations == 0
+    ):
+      self._save()
+
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    if self.every_n_iterations:
+      return
     if self.monitor is not None:
       value = (logs or {}).get(self.monitor)
       if value is None or math.isnan(value) or not self._improved(float(value)):
         return
       self.best = float(value)
-    io_utils.save_model(self.model, self.path)
+    self._save()
+
+
+class ValidationPlateau(keras.callbacks.Callback):
+  """Reduce-on-plateau, a min-lr stop and early stopping on one monitored value.
+
+  The rules are those of `keras.callbacks.ReduceLROnPlateau` and
+  `EarlyStopping`: after `patience` validations without improvement (none
+  counted during `cooldown` validations after a reduction) the learning rate
+  is multiplied by `factor`, down to `min_lr`; training stops once the
+  learning rate has reached `min_lr`, or after `early_stopping_patience`
+  validations without improvement. The Keras callbacks reset their counters
+  whenever `fit` starts, so a resumed run would forget how long it had been
+  on a plateau; here the state is replayed from the metrics history instead
+  (`history`), and the reasons for stopping are logged.
+
+  Args:
+    monitor: the Keras log key (e.g. `val_loss`), lower is better; its column
+      in `history` is `monitor` as well.
+    history: metrics rows of earlier validations, oldest first.
+  """
+
+  def __init__(
+    self,
+    monitor: str,
+    factor: float,
+    patience: int,
+    cooldown: int,
+    min_lr: float,
+    early_stopping_patience: int,
+    history: Sequence[dict[str, str]] = (),
+  ):
+    super().__init__()
+    self.monitor = monitor
+    self.factor = factor
+    self.patience = patience
+    self.cooldown = cooldown
+    self.min_lr = min_lr
+    self.early_stopping_patience = early_stopping_patience
+    self.best = math.inf
+    self.wait = 0
+    self.cooldown_counter = 0
+    self.epochs_without_improvement = 0
+    self.stop_reason: str | None = None
+    for row in history:
+      self._update(float(row[self.monitor]))
+
+  def _update(self, value: float) -> bool:
+    """Advances the state by one validation; returns whether to reduce the lr."""
+    if self.cooldown_counter > 0:
+      self.cooldown_counter -= 1
+      self.wait = 0
+    if value < self.best:
+      self.best = value
+      self.wait = 0
+      self.epochs_without_improvement = 0
+      return False
+    self.epochs_without_improvement += 1
+    if self.cooldown_counter > 0:
+      return False
+    self.wait += 1
+    if self.wait < self.patience:
+      return False
+    self.wait = 0
+    self.cooldown_counter = self.cooldown
+    return True
+
+  def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    value = (logs or {}).get(self.monitor)
+    if value is None:
+      return
+    learning_rate = current_learning_rate(self.model)
+    if self._update(float(value)) and learning_rate > self.min_lr:
+      new_rate = max(learning_rate * self.factor, self.min_lr)
+      self.model.optimizer.learning_rate = new_rate
+      logging.info(
+        "%s has not improved for %d validations: learning rate %.3g -> %.3g.",
+        self.monitor,
+        self.patience,
+        learning_rate,
+        new_rate,
+      )
+      learning_rate = new_rate
+    if self.should_stop(learning_rate):
+      iteration = int(self.model.optimizer.iterations)
+      logging.info("Stopping at iteration %d: %s.", iteration, self.stop_reason)
+      self.model.stop_training = True
+
+  def should_stop(self, learning_rate: float) -> bool:
+    """Whether training is over at `learning_rate`; sets `stop_reason`."""
+    if learning_rate <= self.min_lr * (1 + 1e-6):
+      self.stop_reason = f"the learning rate reached its minimum {self.min_lr:.3g}"
+    elif self.epochs_without_improvement >= self.early_stopping_patience:
+      self.stop_reason = (
+        f"{self.monitor} has not improved for {self.early_stopping_patience} validations"
+      )
+    return self.stop_reason is not None
+
+
+class StopAtIteration(keras.callbacks.Callback):
+  """Ends training after `max_iterations` optimizer steps (validating once more)."""
+
+  def __init__(self, max_iterations: int):
+    super().__init__()
+    self.max_iterations = max_iterations
+
+  def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    if int(self.model.optimizer.iterations) >= self.max_iterations:
+      self.model.stop_training = True
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

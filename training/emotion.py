@@ -230,7 +230,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     verbose=runtime.resolve_verbose(config.logging.verbose),
     callbacks=[
       callbacks_lib.StopOnNonFiniteLoss(),
-      callbacks_lib.MetricsCsvLogger(paths.metrics),
+      callbacks_lib.MetricsCsvLogger(
+        paths.metrics, resume_iteration=initial_epoch * steps_per_epoch
+      ),
       callbacks_lib.AtomicModelCheckpoint(
         paths.best_checkpoint,
         monitor=BEST_METRIC,

@@ -25,9 +25,6 @@ def export_image_classifier(model: keras.Model, export_dir: str, class_names: Se
   width, 1 or 3 channels) -> `probabilities` float32 `[batch, num_classes]` and
   `labels` string `[batch]` (the most probable class name).
 
-  The directory is written beside `export_dir` and renamed into place, so an
-  interrupted export never leaves a half-written model where TF Serving looks.
-
   Returns:
     `export_dir`.
   """
@@ -50,6 +47,17 @@ def export_image_classifier(model: keras.Model, export_dir: str, class_names: Se
       "labels": tf.gather(names, tf.argmax(probabilities, axis=-1)),
     }
 
+  return write_saved_model(model, serve, export_dir)
+
+
+def write_saved_model(
+  model: keras.Model, serve: tf.types.experimental.GenericFunction, export_dir: str
+) -> str:
+  """Writes `model` with `serve` as its `serving_default` signature, atomically.
+
+  The SavedModel is written beside `export_dir` and renamed into place, so an
+  interrupted export never leaves a half-written model where TF Serving looks.
+  """
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.add_endpoint("serving_default", serve)

@@ -13,4 +13,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     from training import emotion
 
     return emotion.train_and_evaluate(config, workdir)
-  raise ValueError(f"config.task={config.task!r}; expected 'emotion'.")
+  if config.task == "deepfake":
+    from training import deepfake
+
+    return deepfake.train_and_evaluate(config, workdir)
+  raise ValueError(f"config.task={config.task!r}; expected 'emotion' or 'deepfake'.")

@@ -1,0 +1,333 @@
+"""Deepfake clips: the labels CSV, grouped splits, clip sampling, tf.data.
+
+A data set is a labels CSV plus a frames root. Each CSV row is one video:
+
+  video   folder of face-crop frames, relative to the frames root (required)
+  label   0/1 or REAL/FAKE (required; 1 and FAKE mean fake)
+  group   videos that must stay in the same split, e.g. the original video a
+          fake was made from (optional; default: the video itself)
+  split   train/validation/test (optional; default: a 70/30 grouped split)
+
+Frames are any image files in the folder, taken in name order. A clip is
+`num_frames` frames of one video: for training a random window of consecutive
+frames or random evenly spaced frames (`clip_sampling`), for evaluation the
+same evenly spaced frames every time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from absl import logging
+from sklearn import model_selection
+from sklearn.utils import class_weight
+
+from input_pipeline import synthetic_clips
+from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
+
+DEFAULT_LABELS_CSV = "data/deepfake/labels.csv"
+CLASS_NAMES = ("real", "fake")
+_LABEL_VALUES = {"0": 0, "1": 1, "real": 0, "fake": 1}
+CLIP_SAMPLING = ("window", "spread")
+
+
+@dataclasses.dataclass
+class Videos:
+  """A set of videos: frames in memory or as files, with labels and groups.
+
+  Exactly one of `frames` (uint8 `[n, num_frames, h, w, 3]`) and
+  `frame_paths` (per video, its frame files in order) is set.
+  """
+
+  names: list[str]
+  labels: np.ndarray  # int32 [n], 0 real 1 fake
+  groups: np.ndarray  # [n], any hashable ids
+  splits: list[str] | None = None
+  frames: np.ndarray | None = None
+  frame_paths: list[list[str]] | None = None
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def subset(self, indices: np.ndarray) -> Videos:
+    indices = np.asarray(indices, np.int64)
+    return Videos(
+      names=[self.names[i] for i in indices],
+      labels=self.labels[indices],
+      groups=self.groups[indices],
+      splits=None if self.splits is None else [self.splits[i] for i in indices],
+      frames=None if self.frames is None else self.frames[indices],
+      frame_paths=None if self.frame_paths is None else [self.frame_paths[i] for i in indices],
+    )
+
+  def frame_counts(self) -> np.ndarray:
+    if self.frames is not None:
+      return np.full(len(self), self.frames.shape[1], np.int32)
+    return np.array([len(p) for p in self.frame_paths], np.int32)
+
+
+def _parse_label(value: str, row: int, csv_path: str) -> int:
+  label = _LABEL_VALUES.get(str(value).strip().lower())
+  if label is None:
+    raise DataError(f"{csv_path}, line {row + 2}: label {value!r} is not one of 0, 1, REAL, FAKE.")
+  return label
+
+
+def read_labels_csv(csv_path: str, frames_root: str | None = None) -> Videos:
+  """Reads a labels CSV and lists each video's frames.
+
+  Raises:
+    DataError: the CSV is missing or lacks a column, a label or split is
+      invalid, or a row names a frames folder that is missing or holds no
+      image.
+  """
+  if not os.path.isfile(csv_path):
+    raise DataError(f"Labels CSV {csv_path!r} does not exist.")
+  frames_root = frames_root or os.path.dirname(os.path.abspath(csv_path))
+  frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  missing = [c for c in ("video", "label") if c not in frame.columns]
+  if missing:
+    raise DataError(
+      f"{csv_path}: missing column(s) {missing}; expected video,label[,group][,split], "
+      f"found {list(frame.columns)}."
+    )
+  names, labels, groups, splits, paths = [], [], [], [], []
+  for row, record in enumerate(frame.to_dict("records")):
+    folder = os.path.join(frames_root, record["video"])
+    if not os.path.isdir(folder):
+      raise DataError(
+        f"{csv_path}, line {row + 2}: frames folder {folder!r} of video "
+        f"{record['video']!r} does not exist."
+      )
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+      raise DataError(f"{csv_path}, line {row + 2}: frames folder {folder!r} holds no image.")
+    split = record.get("split", "").strip().lower()
+    if split and split not in ("train", "validation", "test"):
+      raise DataError(
+        f"{csv_path}, line {row + 2}: split {record['split']!r} is not train, validation or test."
+      )
+    names.append(record["video"])
+    labels.append(_parse_label(record["label"], row, csv_path))
+    groups.append(record.get("group") or record["video"])
+    splits.append(split)
+    paths.append([os.path.join(folder, f) for f in files])
+  if not names:
+    raise DataError(f"{csv_path}: no videos listed.")
+  return Videos(
+    names=names,
+    labels=np.asarray(labels, np.int32),
+    groups=np.asarray(groups, dtype=object),
+    splits=splits if any(splits) else None,
+    frame_paths=paths,
+  )
+
+
+def grouped_split(
+  labels: np.ndarray, groups: np.ndarray, held_out_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """Indices of a split stratified by label that keeps each group on one side.
+
+  Uses `StratifiedGroupKFold` with `round(1 / held_out_fraction)` folds and
+  holds out the first fold, so the held-out share is about the fraction asked
+  (33% for 0.3) while no group is ever on both sides.
+  """
+  num_groups = len(set(groups.tolist()))
+  folds = min(max(2, round(1 / held_out_fraction)), num_groups)
+  if folds < 2:
+    raise DataError(f"Cannot split {len(labels)} videos of a single group into two splits.")
+  splitter = model_selection.StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+  keep, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
+  return np.sort(keep), np.sort(held_out)
+
+
+def take_subset(videos: Videos, fraction: float, seed: int) -> Videos:
+  """A random `fraction` of the groups (with all their videos)."""
+  if fraction >= 1.0:
+    return videos
+  if not 0 < fraction:
+    raise DataError(f"config.data.subset_fraction={fraction}; expected 0 < f <= 1.")
+  unique = np.array(sorted(set(videos.groups.tolist()), key=str), dtype=object)
+  rng = np.random.default_rng(seed)
+  chosen = set(rng.permutation(unique)[: max(1, round(fraction * len(unique)))].tolist())
+  return videos.subset(np.flatnonzero([g in chosen for g in videos.groups]))
+
+
+@dataclasses.dataclass
+class DeepfakeData:
+  train: Videos
+  validation: Videos
+  test: Videos | None
+  source: str
+
+
+def load(config: ml_collections.ConfigDict) -> DeepfakeData:
+  """Loads and splits the videos configured by `config.data`."""
+  data = config.data
+  if data.source not in ("auto", "csv", "synthetic"):
+    raise DataError(f"config.data.source={data.source!r}; expected auto, csv or synthetic.")
+  use_synthetic = data.source == "synthetic"
+  if data.source == "auto" and not os.path.exists(data.labels_csv):
+    if os.path.normpath(data.labels_csv) != os.path.normpath(DEFAULT_LABELS_CSV):
+      raise DataError(f"config.data.labels_csv={data.labels_csv!r} does not exist.")
+    logging.warning(
+      "No labels CSV at %r: training on the embedded synthetic clips. Point "
+      "--config.data.labels_csv (and --config.data.frames_root) at your face crops.",
+      data.labels_csv,
+    )
+    use_synthetic = True
+  if use_synthetic:
+    syn = data.synthetic
+
+    def make(split: str, count: int) -> Videos:
+      videos = synthetic_clips.make_split(
+        split, count, syn.frames_per_video, syn.image_size, syn.fake_ratio, config.seed
+      )
+      names = [f"{split}/{i:05d}" for i in range(len(videos.labels))]
+      return Videos(names, videos.labels, videos.groups, frames=videos.frames)
+
+    result = DeepfakeData(
+      make("train", syn.num_train_identities),
+      make("validation", syn.num_validation_identities),
+      None,
+      f"synthetic clips ({syn.image_size}x{syn.image_size}, seed {config.seed})",
+    )
+  else:
+    videos = take_subset(
+      read_labels_csv(data.labels_csv, data.frames_root or None),
+      data.subset_fraction,
+      config.seed,
+    )
+    if videos.splits is not None:
+      by_split = {
+        name: videos.subset([i for i, s in enumerate(videos.splits) if s == name])
+        for name in ("train", "validation", "test")
+      }
+      if not len(by_split["train"]) or not len(by_split["validation"]):
+        raise DataError(f"{data.labels_csv}: the split column needs train and validation rows.")
+      result = DeepfakeData(
+        by_split["train"], by_split["validation"], by_split["test"] or None, data.labels_csv
+      )
+    else:
+      keep, held_out = grouped_split(
+        videos.labels, videos.groups, data.validation_fraction, config.seed
+      )
+      result = DeepfakeData(videos.subset(keep), videos.subset(held_out), None, data.labels_csv)
+  for split in ("train", "validation"):
+    part = getattr(result, split)
+    logging.info(
+      "  %-10s %5d videos (%d real, %d fake), %d groups",
+      split,
+      len(part),
+      int((part.labels == 0).sum()),
+      int((part.labels == 1).sum()),
+      len(set(part.groups.tolist())),
+    )
+  short = int((result.train.frame_counts() < data.num_frames).sum())
+  if short:
+    logging.warning(
+      "%d training videos have fewer than num_frames=%d frames; their clips repeat frames.",
+      short,
+      data.num_frames,
+    )
+  return result
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+  """Balanced class weights `n / (2 * count)` from the training labels."""
+  present = np.unique(labels)
+  if len(present) < 2:
+    raise DataError(f"The training split has only class {CLASS_NAMES[present[0]]!r} videos.")
+  weights = class_weight.compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+  return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def sample_frame_indices(
+  num_available: tf.Tensor,
+  num_frames: int,
+  training: bool,
+  mode: str,
+  seed: tf.Tensor | None = None,
+) -> tf.Tensor:
+  """Indices of the frames of one clip, int32 `[num_frames]`.
+
+  Evaluation: evenly spaced, centred (the same every time). Training:
+  `window` is `num_frames` consecutive frames at a random start; `spread` is
+  evenly spaced frames with a random offset. Videos shorter than
+  `num_frames` repeat frames.
+  """
+  if mode not in CLIP_SAMPLING:
+    raise ValueError(f"clip_sampling={mode!r}; expected one of {list(CLIP_SAMPLING)}.")
+  available = tf.cast(num_available, tf.float32)
+  steps = tf.range(num_frames, dtype=tf.float32)
+  stride = available / num_frames
+  if not training:
+    positions = stride * (steps + 0.5)
+  else:
+    uniform = (
+      tf.random.stateless_uniform([], seed=seed) if seed is not None else tf.random.uniform([])
+    )
+    if mode == "spread":
+      positions = stride * (steps + uniform)
+    else:
+      span = tf.minimum(available, float(num_frames))
+      start = tf.floor(uniform * (available - span + 1.0))
+      positions = start + steps * span / num_frames
+  last = tf.cast(num_available, tf.int32) - 1
+  return tf.clip_by_value(tf.cast(tf.floor(positions), tf.int32), 0, last)
+
+
+def make_dataset(
+  videos: Videos,
+  config: ml_collections.ConfigDict,
+  training: bool,
+  weights: dict[int, float] | None = None,
+) -> tf.data.Dataset:
+  """Batches of uint8 clips `[b, num_frames, s, s, 3]`, one-hot labels (and weights).
+
+  Training data repeats forever in random video order (a `model.fit` epoch is
+  a number of iterations, not a pass); evaluation data is each video once.
+  """
+  data = config.data
+  size, num_frames = data.image_size, data.num_frames
+  counts = tf.constant(videos.frame_counts())
+  labels = tf.one_hot(videos.labels, 2)
+  if videos.frames is not None:
+    frames = tf.constant(videos.frames)
+
+    def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+      clip = tf.gather(frames[video], indices)
+      if videos.frames.shape[2] != size:
+        clip = tf.cast(tf.image.resize(clip, (size, size)), tf.uint8)
+      return clip
+  else:
+    paths = tf.ragged.constant(videos.frame_paths)
+
+    def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+      files = tf.gather(paths[video], indices)
+
+      def decode(path: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+
+      return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
+
+  def make_clip(video: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    indices = sample_frame_indices(counts[video], num_frames, training, data.clip_sampling)
+    clip = tf.ensure_shape(load_frames(video, indices), (num_frames, size, size, 3))
+    if weights is None:
+      return clip, labels[video]
+    weight = tf.gather(tf.constant([weights[0], weights[1]]), tf.argmax(labels[video]))
+    return clip, labels[video], weight
+
+  dataset = tf.data.Dataset.range(len(videos))
+  if training:
+    dataset = dataset.repeat().shuffle(max(len(videos), 1), seed=config.seed)
+  dataset = dataset.map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(config.schedule.batch_size, drop_remainder=training)
+  return dataset.prefetch(tf.data.AUTOTUNE)

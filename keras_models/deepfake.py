@@ -1,0 +1,192 @@
+"""Video deepfake detector: TimeDistributed EfficientNetB0 + LSTM with attention.
+
+Per frame, `keras.applications.EfficientNetB0` extracts features, with a
+spatial attention gate inserted inside the backbone after an intermediate
+block, as the EfficientNetAutoAtt detectors (Bonettini et al., ICPR 2020) do: a
+1x1 convolution and a sigmoid give a `[h, w]` map in (0, 1) that multiplies the
+block's features, so the rest of the network sees only what the map lets
+through, and the map shows where the model looks. An LSTM runs over the
+per-frame features; temporal attention pooling weighs its outputs by learned
+per-frame scores; dropout and a 2-way softmax (float32) give real/fake
+probabilities.
+
+The frame encoder returns its features and its flattened attention map
+concatenated into one vector, so a single `TimeDistributed` carries both
+(Keras' `TimeDistributed` wraps single-output layers only); `SplitFrameOutputs`
+takes them apart. `build_explainer` turns a trained detector into a model that
+also returns the spatial and temporal attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+from keras import ops
+
+from input_pipeline.clip_augment import ClipAugmenter
+
+FEATURE_DIM = 1280  # EfficientNetB0's last feature map depth
+
+
+@contextlib.contextmanager
+def _global_dtype_policy(policy: str | None) -> Iterator[None]:
+  """`keras.applications` builds with the global policy: set it just for that."""
+  previous = keras.config.dtype_policy()
+  if policy:
+    keras.config.set_dtype_policy(policy)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
+@keras.saving.register_keras_serializable(package="face_analysis")
+class SplitFrameOutputs(keras.layers.Layer):
+  """Splits `[..., features + h*w]` into features and `[..., h, w]` attention maps."""
+
+  def __init__(self, feature_dim: int, map_size: tuple[int, int], **kwargs: Any):
+    super().__init__(**kwargs)
+    self.feature_dim = feature_dim
+    self.map_size = tuple(map_size)
+
+  def call(self, inputs: Any) -> tuple[Any, Any]:
+    features = inputs[..., : self.feature_dim]
+    maps = inputs[..., self.feature_dim :]
+    leading = ops.shape(inputs)[:-1]
+    return features, ops.reshape(maps, (*leading, *self.map_size))
+
+  def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[tuple, tuple]:
+    return (*input_shape[:-1], self.feature_dim), (*input_shape[:-1], *self.map_size)
+
+  def get_config(self) -> dict[str, Any]:
+    return {**super().get_config(), "feature_dim": self.feature_dim, "map_size": self.map_size}
+
+
+@keras.saving.register_keras_serializable(package="face_analysis")
+class TemporalAttentionPooling(keras.layers.Layer):
+  """Softmax-weighted sum over time: scores from a Dense(1) of each step.
+
+  Returns `(pooled [batch, units], weights [batch, time])`.
+  """
+
+  def __init__(self, **kwargs: Any):
+    super().__init__(**kwargs)
+    self.score = keras.layers.Dense(1, name="score", dtype=self.dtype_policy)
+
+  def build(self, input_shape: tuple[int | None, ...]) -> None:
+    self.score.build(input_shape)
+    self.built = True
+
+  def call(self, sequence: Any) -> tuple[Any, Any]:
+    scores = ops.squeeze(self.score(sequence), -1)
+    weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+    pooled = ops.sum(ops.cast(sequence, "float32") * weights[..., None], axis=1)
+    return ops.cast(pooled, self.compute_dtype), weights
+
+  def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[tuple, tuple]:
+    return (input_shape[0], input_shape[-1]), (input_shape[0], input_shape[1])
+
+
+def build_frame_encoder(
+  frame_size: int,
+  weights: str | None = None,
+  attention_after: str = "block4c_add",
+  batch_norm_momentum: float | None = None,
+  dtype: str | None = None,
+) -> keras.Model:
+  """EfficientNetB0 with a spatial attention gate after `attention_after`.
+
+  Args:
+    frame_size: side of the square RGB frames (0-255 floats).
+    weights: None, `imagenet`, or a path to EfficientNetB0 weights.
+    attention_after: the backbone layer whose output is gated: the end of a
+      block (`block3b_add`, `block4c_add`, ...).
+    batch_norm_momentum: overrides the backbone's BatchNorm momentum (Keras'
+      EfficientNet uses 0.99, which needs thousands of steps before the moving
+      statistics that evaluation uses are right; short runs want ~0.9).
+    dtype: Keras dtype policy for the backbone (None: the global one).
+
+  Returns:
+    A model from `[batch, s, s, 3]` to `[batch, 1280 + h*w]`: pooled features
+    then the flattened attention map.
+  """
+  with _global_dtype_policy(dtype):
+    backbone = keras.applications.EfficientNetB0(
+      include_top=False, weights=weights, input_shape=(frame_size, frame_size, 3)
+    )
+  if batch_norm_momentum is not None:
+    for layer in backbone.layers:
+      if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = batch_norm_momentum
+  try:
+    middle = backbone.get_layer(attention_after).output
+  except ValueError as error:
+    raise ValueError(
+      f"config.model.attention_after={attention_after!r} is not a layer of EfficientNetB0; "
+      "use the end of a block such as 'block3b_add' or 'block4c_add'."
+    ) from error
+  early = keras.Model(backbone.input, middle, name="efficientnet_early")
+  late = keras.Model(middle, backbone.output, name="efficientnet_late")
+  frames = keras.Input((frame_size, frame_size, 3), name="frame")
+  x = early(frames)
+  attention = keras.layers.Conv2D(
+    1, 1, activation="sigmoid", name="spatial_attention", dtype=dtype
+  )(x)
+  x = keras.layers.Multiply(name="attention_gate", dtype=dtype)([x, attention])
+  features = keras.layers.GlobalAveragePooling2D(name="frame_pool", dtype=dtype)(late(x))
+  flat_attention = keras.layers.Flatten(name="attention_flat", dtype=dtype)(attention)
+  outputs = keras.layers.Concatenate(name="frame_outputs", dtype="float32")(
+    [features, flat_attention]
+  )
+  return keras.Model(frames, outputs, name="frame_encoder")
+
+
+def build_deepfake_detector(
+  num_frames: int,
+  frame_size: int,
+  lstm_units: int = 256,
+  dropout: float = 0.5,
+  weights: str | None = None,
+  attention_after: str = "block4c_add",
+  batch_norm_momentum: float | None = None,
+  augment: dict[str, Any] | None = None,
+  dtype: str | None = None,
+) -> keras.Model:
+  """uint8 clips `[batch, num_frames, s, s, 3]` -> `[batch, 2]` (real, fake).
+
+  `augment` holds `ClipAugmenter` arguments; the augmentation runs in training
+  only.
+  """
+  encoder = build_frame_encoder(frame_size, weights, attention_after, batch_norm_momentum, dtype)
+  map_size = tuple(encoder.get_layer("spatial_attention").output.shape[1:3])
+  clips = keras.Input((num_frames, frame_size, frame_size, 3), dtype="uint8", name="clips")
+  x = ClipAugmenter(**(augment or {}), name="augment")(clips)
+  x = keras.layers.TimeDistributed(encoder, name="frame_encoder")(x)
+  features, _ = SplitFrameOutputs(FEATURE_DIM, map_size, name="split_frame_outputs")(x)
+  x = keras.layers.LSTM(lstm_units, return_sequences=True, name="lstm", dtype=dtype)(features)
+  x, _ = TemporalAttentionPooling(name="temporal_attention", dtype=dtype)(x)
+  x = keras.layers.Dropout(dropout, name="dropout", dtype=dtype)(x)
+  logits = keras.layers.Dense(2, name="logits", dtype="float32")(x)
+  probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(logits)
+  return keras.Model(clips, probabilities, name="deepfake_detector")
+
+
+def build_explainer(detector: keras.Model) -> keras.Model:
+  """Clips -> {probabilities, spatial_attention [b, t, h, w], temporal_attention [b, t]}.
+
+  Shares every layer (and so every weight) with `detector`.
+  """
+  _, spatial = detector.get_layer("split_frame_outputs").output
+  _, temporal = detector.get_layer("temporal_attention").output
+  return keras.Model(
+    detector.input,
+    {
+      "probabilities": detector.output,
+      "spatial_attention": spatial,
+      "temporal_attention": temporal,
+    },
+    name="deepfake_explainer",
+  )

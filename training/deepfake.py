@@ -1,0 +1,306 @@
+"""Deepfake detector trainer: iteration-based cadence through `model.fit`.
+
+The original counts in iterations, not epochs: train metrics every
+`log_interval` iterations, validation every `validation_interval`. Here a
+`model.fit` epoch is `validation_interval` steps over a training set that
+repeats forever, so each Keras "epoch end" is a validation round.
+
+Outputs under the working directory: config.json, metrics.csv (a row per
+validation, `epoch` = passes over the training videos), checkpoints/last.keras
+(every log interval), checkpoints/it{iteration:06d}.keras (every validation),
+checkpoints/best.keras (lowest validation loss), attention/it*.png and
+TensorBoard images of the attention maps, tensorboard/, export/<version>/.
+
+Rerunning the same command resumes from last.keras; a run interrupted inside
+a validation round first finishes that round, so validations stay at
+multiples of `validation_interval`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import cv2
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from input_pipeline import deepfake_data
+from keras_models import deepfake as deepfake_model
+from training import callbacks as callbacks_lib
+from training import export as export_lib
+from training import io_utils, runtime
+from training import metrics as metrics_lib
+from training.run_paths import RunPaths
+
+MONITOR = "val_loss"
+
+
+def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = None) -> keras.Model:
+  return deepfake_model.build_deepfake_detector(
+    num_frames=config.data.num_frames,
+    frame_size=config.data.image_size,
+    lstm_units=config.model.lstm_units,
+    dropout=config.model.dropout,
+    weights=config.model.backbone_weights or None,
+    attention_after=config.model.attention_after,
+    batch_norm_momentum=config.model.batch_norm_momentum or None,
+    augment=config.augment.to_dict(),
+    dtype=dtype_policy,
+  )
+
+
+def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy: str) -> None:
+  model.compile(
+    optimizer=runtime.wrap_optimizer_for_policy(
+      keras.optimizers.Adam(learning_rate=config.optimizer.learning_rate), policy
+    ),
+    loss=keras.losses.CategoricalCrossentropy(),
+    metrics=[
+      keras.metrics.CategoricalAccuracy(name="accuracy"),
+      metrics_lib.OneVsRestRocAuc(2, name="roc_auc"),
+      metrics_lib.WeightedPrecision(2, name="precision"),
+      metrics_lib.WeightedF1(2, name="f1"),
+    ],
+    jit_compile=config.training.jit_compile,
+  )
+
+
+def restore_last_checkpoint(model: keras.Model, path: str) -> int:
+  """Loads weights and optimizer state from `path`; returns the iteration."""
+  if not os.path.exists(path):
+    return 0
+  model.optimizer.build(model.trainable_variables)
+  try:
+    model.load_weights(path)
+  except ValueError as error:
+    raise ValueError(
+      f"Cannot resume from {path}: it does not match the model of this config "
+      f"({error}). Use a new --workdir, or delete the checkpoint to start over."
+    ) from error
+  iteration = int(model.optimizer.iterations)
+  logging.info("Resuming from %s at iteration %d.", path, iteration)
+  return iteration
+
+
+def overlay_attention(clip: np.ndarray, maps: np.ndarray) -> np.ndarray:
+  """Frames side by side, each blended with its attention map (JET colours).
+
+  Args:
+    clip: uint8 `[t, s, s, 3]` RGB.
+    maps: float `[t, h, w]` in 0-1.
+
+  Returns:
+    uint8 RGB `[2 * s, t * s, 3]`: the frames above, the overlays below.
+  """
+  size = clip.shape[1]
+  overlays = []
+  for frame, attention in zip(clip, maps, strict=True):
+    heat = cv2.resize(attention.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)
+    overlays.append(cv2.addWeighted(frame, 0.55, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.45, 0))
+  return np.concatenate([np.concatenate(list(clip), 1), np.concatenate(overlays, 1)], 0)
+
+
+class AttentionSnapshots(keras.callbacks.Callback):
+  """At each validation, draws the attention of a fixed real and a fixed fake clip.
+
+  Writes `attention/it{iteration:06d}.png` (real on top, fake below: frames,
+  then overlays, with the model's probability of fake in the TensorBoard
+  description) and the same images to TensorBoard.
+  """
+
+  def __init__(self, clips: np.ndarray, labels: list[str], png_dir: str, log_dir: str):
+    super().__init__()
+    self.clips = clips
+    self.labels = labels
+    self.png_dir = png_dir
+    self.writer = tf.summary.create_file_writer(log_dir)
+    self._explainer: keras.Model | None = None
+
+  def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+    if self._explainer is None:
+      self._explainer = deepfake_model.build_explainer(self.model)
+    outputs = self._explainer(self.clips, training=False)
+    maps = keras.ops.convert_to_numpy(outputs["spatial_attention"])
+    fake_probability = keras.ops.convert_to_numpy(outputs["probabilities"])[:, 1]
+    panels = [overlay_attention(clip, m) for clip, m in zip(self.clips, maps, strict=True)]
+    iteration = int(self.model.optimizer.iterations)
+    os.makedirs(self.png_dir, exist_ok=True)
+    path = os.path.join(self.png_dir, f"it{iteration:06d}.png")
+    image = np.concatenate(panels, 0)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if ok:
+      temporary = f"{path}.tmp"
+      with open(temporary, "wb") as file:
+        file.write(encoded.tobytes())
+      os.replace(temporary, path)
+    with self.writer.as_default():
+      for label, panel, probability in zip(self.labels, panels, fake_probability, strict=True):
+        tf.summary.image(
+          f"attention/{label}",
+          panel[None],
+          step=iteration,
+          description=f"{label} clip; model's probability of fake {probability:.3f}",
+        )
+    self.writer.flush()
+
+
+def _snapshot_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigDict) -> tuple:
+  """The first real and the first fake validation clip (deterministic frames)."""
+  dataset = deepfake_data.make_dataset(videos, config, training=False)
+  wanted = {0: None, 1: None}
+  for clips, one_hot in dataset:
+    for clip, label in zip(clips.numpy(), one_hot.numpy().argmax(-1), strict=True):
+      if wanted[int(label)] is None:
+        wanted[int(label)] = clip
+    if all(v is not None for v in wanted.values()):
+      break
+  present = [k for k, v in wanted.items() if v is not None]
+  return np.stack([wanted[k] for k in present]), [deepfake_data.CLASS_NAMES[k] for k in present]
+
+
+def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str:
+  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps."""
+  explainer = deepfake_model.build_explainer(model)
+  num_frames = model.input.shape[1]
+
+  @tf.function(
+    input_signature=[tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="clips")]
+  )
+  def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
+    shape = tf.shape(clips)
+    frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
+    frames = tf.image.resize(frames, (frame_size, frame_size), antialias=True)
+    frames = tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
+    outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
+    return {
+      "probability_fake": outputs["probabilities"][:, 1],
+      "spatial_attention": tf.cast(outputs["spatial_attention"], tf.float32),
+      "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
+    }
+
+  return export_lib.write_saved_model(explainer, serve, export_dir)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains the detector; returns the best validation loss, its iteration and the export."""
+  paths = RunPaths(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
+  keras.utils.set_random_seed(config.seed)
+  schedule = config.schedule
+
+  data = deepfake_data.load(config)
+  weights = deepfake_data.class_weights(data.train.labels)
+  logging.info("Class weights from the training labels: %s", weights)
+  train_ds = deepfake_data.make_dataset(data.train, config, training=True, weights=weights)
+  val_ds = deepfake_data.make_dataset(data.validation, config, training=False)
+
+  policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
+  model = build_model(config, policy)
+  compile_model(model, config, policy)
+  iteration = restore_last_checkpoint(model, paths.last_checkpoint)
+  history = [
+    r for r in callbacks_lib.read_metrics(paths.metrics) if int(r["iteration"]) <= iteration
+  ]
+  min_lr = config.optimizer.learning_rate * schedule.min_lr_fraction
+  plateau = callbacks_lib.ValidationPlateau(
+    MONITOR,
+    schedule.plateau_factor,
+    schedule.plateau_patience,
+    schedule.plateau_cooldown,
+    min_lr,
+    schedule.early_stopping_patience,
+    history,
+  )
+  clips, labels = _snapshot_clips(data.validation, config)
+  callbacks = [
+    callbacks_lib.StopOnNonFiniteLoss(),
+    callbacks_lib.StopAtIteration(schedule.max_iterations),
+    callbacks_lib.MetricsCsvLogger(
+      paths.metrics, iteration, lambda it: it * schedule.batch_size / len(data.train)
+    ),
+    plateau,
+    callbacks_lib.AtomicModelCheckpoint(
+      paths.best_checkpoint,
+      monitor=MONITOR,
+      mode="min",
+      initial_best=callbacks_lib.best_value(history, MONITOR, "min"),
+    ),
+    callbacks_lib.AtomicModelCheckpoint(
+      os.path.join(os.path.dirname(paths.last_checkpoint), "it{iteration:06d}.keras")
+    ),
+    callbacks_lib.AtomicModelCheckpoint(
+      paths.last_checkpoint, every_n_iterations=schedule.log_interval
+    ),
+    AttentionSnapshots(
+      clips,
+      labels,
+      os.path.join(workdir, "attention"),
+      os.path.join(paths.tensorboard, "attention"),
+    ),
+    keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_interval),
+  ]
+  verbose = runtime.resolve_verbose(config.logging.verbose)
+  rounds = math.ceil(schedule.max_iterations / schedule.validation_interval)
+  finished = iteration >= schedule.max_iterations or plateau.should_stop(
+    callbacks_lib.current_learning_rate(model)
+  )
+  logging.info(
+    "Training %s (%s, %d parameters) from iteration %d to %d, validating every %d.",
+    model.name,
+    policy,
+    model.count_params(),
+    iteration,
+    schedule.max_iterations,
+    schedule.validation_interval,
+  )
+  done_in_round = iteration % schedule.validation_interval
+  if not finished and done_in_round:
+    # Finish the interrupted round so that validations stay on the cadence.
+    model.fit(
+      train_ds,
+      validation_data=val_ds,
+      steps_per_epoch=schedule.validation_interval - done_in_round,
+      epochs=1,
+      verbose=verbose,
+      callbacks=callbacks,
+      shuffle=False,
+    )
+    iteration = int(model.optimizer.iterations)
+    finished = model.stop_training or iteration >= schedule.max_iterations
+  if not finished:
+    model.fit(
+      train_ds,
+      validation_data=val_ds,
+      steps_per_epoch=schedule.validation_interval,
+      initial_epoch=iteration // schedule.validation_interval,
+      epochs=rounds,
+      verbose=verbose,
+      callbacks=callbacks,
+      shuffle=False,
+    )
+
+  rows = callbacks_lib.read_metrics(paths.metrics)
+  best_row = min(rows, key=lambda r: float(r[MONITOR]))
+  summary: dict[str, Any] = {
+    "best_val_loss": float(best_row[MONITOR]),
+    "best_val_roc_auc": float(best_row["val_roc_auc"]),
+    "best_iteration": int(best_row["iteration"]),
+    "final_iteration": int(rows[-1]["iteration"]),
+    "stop_reason": plateau.stop_reason,
+    "export": None,
+  }
+  if config.export.enabled:
+    best = keras.saving.load_model(paths.best_checkpoint, compile=False)
+    summary["export"] = export_detector(
+      best, paths.export(config.export.version), config.data.image_size
+    )
+    logging.info("Exported the SavedModel to %s.", summary["export"])
+  logging.info("Summary: %s", summary)
+  return summary
