@@ -181,6 +181,28 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     self._save()
 
 
+def restore_training_state(model: keras.Model, path: str) -> int:
+  """Loads weights and optimizer state saved by `AtomicModelCheckpoint`.
+
+  Returns:
+    The optimizer iteration of the checkpoint, 0 if `path` does not exist.
+
+  Raises:
+    ValueError: the checkpoint does not fit the model (another config).
+  """
+  if not os.path.exists(path):
+    return 0
+  model.optimizer.build(model.trainable_variables)
+  try:
+    model.load_weights(path)
+  except ValueError as error:
+    raise ValueError(
+      f"Cannot resume from {path}: it does not match the model of this config "
+      f"({error}). Use a new --workdir, or delete the checkpoint to start over."
+    ) from error
+  return int(model.optimizer.iterations)
+
+
 class ValidationPlateau(keras.callbacks.Callback):
   """Reduce-on-plateau, a min-lr stop and early stopping on one monitored value.
 

@@ -70,23 +70,6 @@ def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy:
   )
 
 
-def restore_last_checkpoint(model: keras.Model, path: str) -> int:
-  """Loads weights and optimizer state from `path`; returns the iteration."""
-  if not os.path.exists(path):
-    return 0
-  model.optimizer.build(model.trainable_variables)
-  try:
-    model.load_weights(path)
-  except ValueError as error:
-    raise ValueError(
-      f"Cannot resume from {path}: it does not match the model of this config "
-      f"({error}). Use a new --workdir, or delete the checkpoint to start over."
-    ) from error
-  iteration = int(model.optimizer.iterations)
-  logging.info("Resuming from %s at iteration %d.", path, iteration)
-  return iteration
-
-
 def overlay_attention(clip: np.ndarray, maps: np.ndarray) -> np.ndarray:
   """Frames side by side, each blended with its attention map (JET colours).
 
@@ -135,10 +118,7 @@ class AttentionSnapshots(keras.callbacks.Callback):
     image = np.concatenate(panels, 0)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if ok:
-      temporary = f"{path}.tmp"
-      with open(temporary, "wb") as file:
-        file.write(encoded.tobytes())
-      os.replace(temporary, path)
+      io_utils.write_bytes(path, encoded.tobytes())
     with self.writer.as_default():
       for label, panel, probability in zip(self.labels, panels, fake_probability, strict=True):
         tf.summary.image(
@@ -204,7 +184,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
   model = build_model(config, policy)
   compile_model(model, config, policy)
-  iteration = restore_last_checkpoint(model, paths.last_checkpoint)
+  iteration = callbacks_lib.restore_training_state(model, paths.last_checkpoint)
+  if iteration:
+    logging.info("Resuming from %s at iteration %d.", paths.last_checkpoint, iteration)
   history = [
     r for r in callbacks_lib.read_metrics(paths.metrics) if int(r["iteration"]) <= iteration
   ]

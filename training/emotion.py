@@ -107,17 +107,7 @@ def compile_model(
 
 def restore_last_checkpoint(model: keras.Model, path: str, steps_per_epoch: int) -> int:
   """Loads weights and optimizer state from `path`; returns the epoch to resume at."""
-  if not os.path.exists(path):
-    return 0
-  model.optimizer.build(model.trainable_variables)
-  try:
-    model.load_weights(path)
-  except ValueError as error:
-    raise ValueError(
-      f"Cannot resume from {path}: it does not match the model of this config "
-      f"({error}). Use a new --workdir, or delete the checkpoint to start over."
-    ) from error
-  iterations = int(model.optimizer.iterations)
+  iterations = callbacks_lib.restore_training_state(model, path)
   if iterations % steps_per_epoch:
     raise ValueError(
       f"Cannot resume from {path}: it was saved after {iterations} steps, not a "
@@ -125,7 +115,8 @@ def restore_last_checkpoint(model: keras.Model, path: str, steps_per_epoch: int)
       "changed since. Use a new --workdir for a new configuration."
     )
   epoch = iterations // steps_per_epoch
-  logging.info("Resuming from %s: epoch %d, iteration %d.", path, epoch, iterations)
+  if iterations:
+    logging.info("Resuming from %s: epoch %d, iteration %d.", path, epoch, iterations)
   return epoch
 
 

@@ -15,15 +15,20 @@ from typing import Any
 import keras
 
 
-def write_text(path: str, text: str) -> None:
-  """Atomically writes `text` to `path`."""
+def write_bytes(path: str, data: bytes) -> None:
+  """Atomically writes `data` to `path`."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   temporary = f"{path}.tmp"
-  with open(temporary, "w") as file:
-    file.write(text)
+  with open(temporary, "wb") as file:
+    file.write(data)
     file.flush()
     os.fsync(file.fileno())
   os.replace(temporary, path)
+
+
+def write_text(path: str, text: str) -> None:
+  """Atomically writes `text` to `path` (UTF-8)."""
+  write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str, value: Any) -> None:
