@@ -6,8 +6,9 @@ from it the way face-swap methods do: the inner face (eyes, nose, mouth) of a
 different, randomly drawn source face is blended onto the target through a
 soft elliptical mask. The artefacts are those detectors learn from real
 deepfakes: a colour mismatch between the inner and outer face, a sharpness
-mismatch (the swapped region blurred or over-sharpened), a visible blending
-boundary, and in some videos temporal flicker (blend strength or colour
+mismatch (the swapped region blurred or over-sharpened), missing camera noise
+in the swapped region, a visible blending boundary, and in some videos
+temporal flicker (blend strength or colour
 changing from frame to frame). Heads move, turn and blink, so a single frame
 of a real video is not a template either.
 
@@ -180,7 +181,7 @@ def draw_video(
   sway, sway_speed = rng.uniform(0, 0.12), rng.uniform(0.3, 1.0)
   blink_frame = rng.integers(0, num_frames) if rng.random() < 0.5 else -1
   gain = rng.uniform(0.75, 1.15)
-  noise = rng.uniform(1, 6)
+  noise = rng.uniform(4, 10)  # camera noise
   if fake:
     source = _random_identity(fake_rng)
     # Match the source's geometry to the target so only the artefacts differ.
@@ -193,12 +194,15 @@ def draw_video(
     edge = fake_rng.uniform(0.3, 1.2)  # mask feathering: small = sharp seam
     seam = fake_rng.choice([-1.0, 1.0]) * fake_rng.uniform(15, 40)  # boundary brightness
     flicker = fake_rng.uniform(0.1, 0.3) if fake_rng.random() < 0.5 else 0.0
+    # Generated faces lack the camera's noise: the swapped region is smoother.
+    smoothness = fake_rng.uniform(0.6, 1.0)
   frames = np.empty((num_frames, size, size, 3), np.uint8)
   for t in range(num_frames):
     centre = start + drift * t
     angle = sway * math.sin(sway_speed * t)
     blink = 0.15 if t == blink_frame else 1.0
     face, head, inner = _draw_face(target, size, centre, unit, angle, blink)
+    noise_scale = 1.0
     if fake:
       swapped, _, _ = _draw_face(source, size, centre, unit, angle, blink)
       swapped = swapped + tint * (1 + flicker * fake_rng.normal())
@@ -212,8 +216,9 @@ def draw_video(
       # mask falls off.
       band = np.clip(4 * alpha * (1 - alpha), 0, 1)
       face = face * (1 - alpha) + swapped * alpha + seam * band
+      noise_scale = 1.0 - smoothness * alpha * head[..., None]
     image = background * (1 - head[..., None]) + face * head[..., None]
-    image = image * gain + rng.normal(0, noise, image.shape)
+    image = image * gain + rng.normal(0, noise, image.shape) * noise_scale
     frames[t] = np.clip(np.round(image), 0, 255).astype(np.uint8)
   return frames
 

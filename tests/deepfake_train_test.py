@@ -83,3 +83,16 @@ def test_resume_mid_round_keeps_the_cadence(tmp_path):
   # 3: a regular validation; 4: the final one at max_iterations; 6: the next
   # regular one, not 4 + 3.
   assert [int(r["iteration"]) for r in rows] == [3, 4, 6]
+
+
+def test_attention_overlay_layout():
+  clip = np.zeros((3, 32, 32, 3), np.uint8)
+  clip[1] = 200
+  maps = np.zeros((3, 4, 4), np.float32)
+  maps[:, 0, 0] = 1.0
+  panel = deepfake.overlay_attention(clip, maps)
+  assert panel.shape == (256, 384, 3) and panel.dtype == np.uint8
+  assert (panel[:128, 128:256] == 200).all()  # frames on top, enlarged
+  assert (panel[:128, :128] == 0).all()
+  overlay = panel[128:, :128].astype(int)
+  assert overlay[5, 5].sum() != overlay[120, 120].sum()  # the map shows below

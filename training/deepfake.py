@@ -70,23 +70,26 @@ def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy:
   )
 
 
-def overlay_attention(clip: np.ndarray, maps: np.ndarray) -> np.ndarray:
+def overlay_attention(clip: np.ndarray, maps: np.ndarray, min_side: int = 128) -> np.ndarray:
   """Frames side by side, each blended with its attention map (JET colours).
 
   Args:
     clip: uint8 `[t, s, s, 3]` RGB.
     maps: float `[t, h, w]` in 0-1.
+    min_side: frames smaller than this are enlarged to it, to be legible.
 
   Returns:
-    uint8 RGB `[2 * s, t * s, 3]`: the frames above, the overlays below.
+    uint8 RGB `[2 * side, t * side, 3]`: the frames above, the overlays below.
   """
-  size = clip.shape[1]
-  overlays = []
+  side = max(clip.shape[1], min_side)
+  frames, overlays = [], []
   for frame, attention in zip(clip, maps, strict=True):
-    heat = cv2.resize(attention.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    frame = cv2.resize(frame, (side, side), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.resize(attention.astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
     heat = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)
+    frames.append(frame)
     overlays.append(cv2.addWeighted(frame, 0.55, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), 0.45, 0))
-  return np.concatenate([np.concatenate(list(clip), 1), np.concatenate(overlays, 1)], 0)
+  return np.concatenate([np.concatenate(frames, 1), np.concatenate(overlays, 1)], 0)
 
 
 class AttentionSnapshots(keras.callbacks.Callback):
