@@ -44,6 +44,11 @@ def read_metrics(path: str) -> list[dict[str, str]]:
     return list(csv.DictReader(file))
 
 
+def rows_up_to(path: str, iteration: int) -> list[dict[str, str]]:
+  """Rows of the metrics CSV at `path` logged at or before `iteration`."""
+  return [row for row in read_metrics(path) if int(row["iteration"]) <= iteration]
+
+
 def best_value(rows: Sequence[dict[str, str]], column: str, mode: str) -> float | None:
   """The best value of `column` over `rows` (`max` or `min`), None if no rows."""
   values = [float(row[column]) for row in rows]
@@ -61,13 +66,13 @@ class MetricsCsvLogger(keras.callbacks.Callback):
   """Writes one row per validation to `metrics.csv` (columns `METRICS_COLUMNS`).
 
   The whole file is rewritten atomically at each row, so it is never left
-  half-written. Rows after `resume_iteration` (written after the checkpoint
-  that training resumes from) are dropped at the start, so the file has
-  neither duplicates nor gaps.
+  half-written. It starts from `rows`, the rows up to the checkpoint training
+  resumes from (`read_metrics` filtered by the caller); rows written after that
+  checkpoint are dropped, so the file has neither duplicates nor gaps.
 
   Args:
     path: the CSV file.
-    resume_iteration: the optimizer iteration training starts from.
+    rows: earlier rows to keep, oldest first.
     epoch_of_iteration: maps an iteration to the `epoch` column (passes over
       the training data); by default the `model.fit` epoch number is used.
   """
@@ -75,13 +80,13 @@ class MetricsCsvLogger(keras.callbacks.Callback):
   def __init__(
     self,
     path: str,
-    resume_iteration: int = 0,
+    rows: Sequence[dict[str, Any]] = (),
     epoch_of_iteration: Callable[[int], float] | None = None,
   ):
     super().__init__()
     self.path = path
     self.epoch_of_iteration = epoch_of_iteration
-    self._rows = [r for r in read_metrics(path) if int(r["iteration"]) <= resume_iteration]
+    self._rows = list(rows)
     self._write()
 
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -35,7 +35,6 @@ from training import callbacks as callbacks_lib
 from training import export as export_lib
 from training import io_utils, runtime
 from training import metrics as metrics_lib
-from training.run_paths import RunPaths
 
 MONITOR = "val_loss"
 
@@ -116,7 +115,6 @@ class AttentionSnapshots(keras.callbacks.Callback):
     fake_probability = keras.ops.convert_to_numpy(outputs["probabilities"])[:, 1]
     panels = [overlay_attention(clip, m) for clip, m in zip(self.clips, maps, strict=True)]
     iteration = int(self.model.optimizer.iterations)
-    os.makedirs(self.png_dir, exist_ok=True)
     path = os.path.join(self.png_dir, f"it{iteration:06d}.png")
     image = np.concatenate(panels, 0)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -172,10 +170,7 @@ def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the detector; returns the best validation loss, its iteration and the export."""
-  paths = RunPaths(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
-  keras.utils.set_random_seed(config.seed)
+  paths = runtime.start_run(config, workdir)
   schedule = config.schedule
 
   data = deepfake_data.load(config)
@@ -190,9 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   iteration = callbacks_lib.restore_training_state(model, paths.last_checkpoint)
   if iteration:
     logging.info("Resuming from %s at iteration %d.", paths.last_checkpoint, iteration)
-  history = [
-    r for r in callbacks_lib.read_metrics(paths.metrics) if int(r["iteration"]) <= iteration
-  ]
+  history = callbacks_lib.rows_up_to(paths.metrics, iteration)
   min_lr = config.optimizer.learning_rate * schedule.min_lr_fraction
   plateau = callbacks_lib.ValidationPlateau(
     MONITOR,
@@ -208,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     callbacks_lib.StopOnNonFiniteLoss(),
     callbacks_lib.StopAtIteration(schedule.max_iterations),
     callbacks_lib.MetricsCsvLogger(
-      paths.metrics, iteration, lambda it: it * schedule.batch_size / len(data.train)
+      paths.metrics, history, lambda it: it * schedule.batch_size / len(data.train)
     ),
     plateau,
     callbacks_lib.AtomicModelCheckpoint(

@@ -13,7 +13,6 @@ validation accuracy so far is read back from metrics.csv.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import keras
@@ -29,7 +28,6 @@ from training import callbacks as callbacks_lib
 from training import export as export_lib
 from training import io_utils, runtime
 from training import metrics as metrics_lib
-from training.run_paths import RunPaths
 
 BEST_METRIC = "val_accuracy"
 
@@ -178,10 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     A summary: the best validation accuracy, its epoch, the test report (or
     None without a test split) and the export path (or None).
   """
-  paths = RunPaths(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
-  keras.utils.set_random_seed(config.seed)
+  paths = runtime.start_run(config, workdir)
 
   data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
   batch_size = config.schedule.batch_size
@@ -199,9 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = build_model(config, policy)
   compile_model(model, config, steps_per_epoch, policy)
   initial_epoch = restore_last_checkpoint(model, paths.last_checkpoint, steps_per_epoch)
-  done_rows = [
-    r for r in callbacks_lib.read_metrics(paths.metrics) if int(r["epoch"]) <= initial_epoch
-  ]
+  done_rows = callbacks_lib.rows_up_to(paths.metrics, initial_epoch * steps_per_epoch)
   logging.info(
     "Training %s (%s, %d parameters) for %d epochs of %d steps, from epoch %d.",
     model.name,
@@ -221,9 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     verbose=runtime.resolve_verbose(config.logging.verbose),
     callbacks=[
       callbacks_lib.StopOnNonFiniteLoss(),
-      callbacks_lib.MetricsCsvLogger(
-        paths.metrics, resume_iteration=initial_epoch * steps_per_epoch
-      ),
+      callbacks_lib.MetricsCsvLogger(paths.metrics, done_rows),
       callbacks_lib.AtomicModelCheckpoint(
         paths.best_checkpoint,
         monitor=BEST_METRIC,

@@ -1,12 +1,17 @@
-"""Choices that depend on the machine: precision policy, progress output."""
+"""Run set-up and choices that depend on the machine: precision, progress output."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import keras
+import ml_collections
 import tensorflow as tf
 from absl import logging
+
+from training import io_utils
+from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
 
@@ -50,3 +55,12 @@ def resolve_verbose(setting: str | int) -> int:
   if setting in (0, 1, 2, "0", "1", "2"):
     return int(setting)
   raise ValueError(f"config.logging.verbose={setting!r}; expected 'auto', 0, 1 or 2.")
+
+
+def start_run(config: ml_collections.ConfigDict, workdir: str) -> RunPaths:
+  """Creates `workdir`, writes the resolved config there and seeds every RNG."""
+  paths = RunPaths(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
+  keras.utils.set_random_seed(config.seed)
+  return paths
