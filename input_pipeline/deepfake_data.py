@@ -317,8 +317,13 @@ def make_dataset(
 
       return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
 
-  def make_clip(video: tf.Tensor) -> tuple[tf.Tensor, ...]:
-    indices = sample_frame_indices(counts[video], num_frames, training, data.clip_sampling)
+  def make_clip(position: tf.Tensor, video: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    # A stateless seed per stream position: the same clips whatever order the
+    # parallel map runs its calls in (a stateful op would make runs differ).
+    seed = tf.stack([tf.constant(config.seed, tf.int64), position])
+    indices = sample_frame_indices(
+      counts[video], num_frames, training, data.clip_sampling, seed=seed
+    )
     clip = tf.ensure_shape(load_frames(video, indices), (num_frames, size, size, 3))
     if weights is None:
       return clip, labels[video]
@@ -328,6 +333,6 @@ def make_dataset(
   dataset = tf.data.Dataset.range(len(videos))
   if training:
     dataset = dataset.repeat().shuffle(max(len(videos), 1), seed=config.seed)
-  dataset = dataset.map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.enumerate().map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
   dataset = dataset.batch(config.schedule.batch_size, drop_remainder=training)
   return dataset.prefetch(tf.data.AUTOTUNE)

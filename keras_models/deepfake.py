@@ -10,9 +10,10 @@ per-frame features; temporal attention pooling weighs its outputs by learned
 per-frame scores; dropout and a 2-way softmax (float32) give real/fake
 probabilities.
 
-The frame encoder returns its features and its flattened attention map
-concatenated into one vector, so a single `TimeDistributed` carries both
-(Keras' `TimeDistributed` wraps single-output layers only); `SplitFrameOutputs`
+`FrameDistributed` runs the frame encoder over all frames of all clips as one
+batch (Keras 3's `TimeDistributed` would run one backbone copy per frame). The
+encoder returns its features and its flattened attention map concatenated into
+one vector, so that a single-output wrapper carries both; `SplitFrameOutputs`
 takes them apart. `build_explainer` turns a trained detector into a model that
 also returns the spatial and temporal attention.
 """
@@ -29,6 +30,7 @@ from keras import ops
 from input_pipeline.clip_augment import ClipAugmenter
 
 FEATURE_DIM = 1280  # EfficientNetB0's last feature map depth
+KERAS_DROP_CONNECT_RATE = 0.2  # keras.applications' EfficientNet stochastic depth
 
 
 @contextlib.contextmanager
@@ -66,6 +68,34 @@ class SplitFrameOutputs(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="face_analysis")
+class FrameDistributed(keras.layers.Wrapper):
+  """Applies `layer` to every frame of `[batch, time, ...]` in one call over batch*time.
+
+  What `TimeDistributed` means, done the way Keras 2 and PyTorch's
+  `flatten(0, 1)` do it. Keras 3's `TimeDistributed` calls the layer once per
+  time step instead (a Python loop over a static time axis): the graph holds a
+  copy of the backbone per frame, which multiplies tracing time and per-step
+  op overhead, and each BatchNorm normalises over one frame slot at a time and
+  updates its moving statistics once per frame.
+  """
+
+  def build(self, input_shape: tuple[int | None, ...]) -> None:
+    if not self.layer.built:
+      self.layer.build((None, *input_shape[2:]))
+    self.built = True
+
+  def call(self, inputs: Any, training: bool | None = None) -> Any:
+    shape = ops.shape(inputs)
+    frames = ops.reshape(inputs, (-1, *inputs.shape[2:]))
+    outputs = self.layer(frames, training=training)
+    return ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))
+
+  def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    per_frame = self.layer.compute_output_shape((None, *input_shape[2:]))
+    return (input_shape[0], input_shape[1], *per_frame[1:])
+
+
+@keras.saving.register_keras_serializable(package="face_analysis")
 class TemporalAttentionPooling(keras.layers.Layer):
   """Softmax-weighted sum over time: scores from a Dense(1) of each step.
 
@@ -95,6 +125,7 @@ def build_frame_encoder(
   weights: str | None = None,
   attention_after: str = "block4c_add",
   batch_norm_momentum: float | None = None,
+  drop_connect_rate: float | None = None,
   dtype: str | None = None,
 ) -> keras.Model:
   """EfficientNetB0 with a spatial attention gate after `attention_after`.
@@ -107,6 +138,9 @@ def build_frame_encoder(
     batch_norm_momentum: overrides the backbone's BatchNorm momentum (Keras'
       EfficientNet uses 0.99, which needs thousands of steps before the moving
       statistics that evaluation uses are right; short runs want ~0.9).
+    drop_connect_rate: overrides the backbone's stochastic depth (Keras'
+      EfficientNetB0 drops residual branches at rates rising to 0.2, a
+      regulariser for long runs that slows short ones down; 0 turns it off).
     dtype: Keras dtype policy for the backbone (None: the global one).
 
   Returns:
@@ -121,6 +155,11 @@ def build_frame_encoder(
     for layer in backbone.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
         layer.momentum = batch_norm_momentum
+  if drop_connect_rate is not None:
+    # Keras sets block b's rate to 0.2 * b / blocks: rescale, keeping that shape.
+    for layer in backbone.layers:
+      if layer.name.endswith("_drop"):
+        layer.rate *= drop_connect_rate / KERAS_DROP_CONNECT_RATE
   try:
     middle = backbone.get_layer(attention_after).output
   except ValueError as error:
@@ -152,6 +191,7 @@ def build_deepfake_detector(
   weights: str | None = None,
   attention_after: str = "block4c_add",
   batch_norm_momentum: float | None = None,
+  drop_connect_rate: float | None = None,
   augment: dict[str, Any] | None = None,
   dtype: str | None = None,
 ) -> keras.Model:
@@ -160,11 +200,13 @@ def build_deepfake_detector(
   `augment` holds `ClipAugmenter` arguments; the augmentation runs in training
   only.
   """
-  encoder = build_frame_encoder(frame_size, weights, attention_after, batch_norm_momentum, dtype)
+  encoder = build_frame_encoder(
+    frame_size, weights, attention_after, batch_norm_momentum, drop_connect_rate, dtype
+  )
   map_size = tuple(encoder.get_layer("spatial_attention").output.shape[1:3])
   clips = keras.Input((num_frames, frame_size, frame_size, 3), dtype="uint8", name="clips")
   x = ClipAugmenter(**(augment or {}), name="augment")(clips)
-  x = keras.layers.TimeDistributed(encoder, name="frame_encoder")(x)
+  x = FrameDistributed(encoder, name="frame_encoder")(x)
   features, _ = SplitFrameOutputs(FEATURE_DIM, map_size, name="split_frame_outputs")(x)
   x = keras.layers.LSTM(lstm_units, return_sequences=True, name="lstm", dtype=dtype)(features)
   x, _ = TemporalAttentionPooling(name="temporal_attention", dtype=dtype)(x)

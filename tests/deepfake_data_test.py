@@ -130,3 +130,24 @@ def test_synthetic_clips_share_identity_across_groups():
       assert np.median(difference) < 8 and difference.max() > 20
   again = synthetic_clips.make_split("train", 6, num_frames=3, size=32, seed=0)
   np.testing.assert_array_equal(videos.frames, again.frames)
+
+
+def test_training_clips_are_the_same_for_the_same_seed():
+  config = deepfake_config.get_config("tiny")
+  videos = deepfake_data.Videos(
+    [f"v{i}" for i in range(6)],
+    np.array([0, 1] * 3, np.int32),
+    np.arange(6, dtype=np.int32),
+    frames=np.arange(6 * 12, dtype=np.uint8).reshape(6, 12, 1, 1, 1)
+    * np.ones((1, 1, 32, 32, 3), np.uint8),
+  )
+
+  def first_clips(seed):
+    config.seed = seed
+    dataset = deepfake_data.make_dataset(videos, config, training=True)
+    return np.concatenate([clips.numpy()[:, :, 0, 0, 0] for clips, _ in dataset.take(8)])
+
+  first = first_clips(0)
+  np.testing.assert_array_equal(first, first_clips(0))
+  assert not np.array_equal(first, first_clips(1))
+  assert len(np.unique(first % 12)) > 2  # random frame offsets, not one fixed pattern

@@ -102,3 +102,46 @@ def test_plateau_early_stopping_and_replayed_history():
   plateau.set_model(model)
   plateau.on_epoch_end(0, {"val_loss": 0.99})
   assert model.stop_training and "has not improved for 3" in plateau.stop_reason
+
+
+def test_frame_distributed_runs_the_encoder_once_over_all_frames():
+  encoder = keras.Sequential(
+    [keras.Input((4, 4, 3)), keras.layers.BatchNormalization(), keras.layers.Flatten()]
+  )
+  wrapped = deepfake.FrameDistributed(encoder)
+  clips = np.random.default_rng(0).normal(size=(2, 3, 4, 4, 3)).astype(np.float32)
+  # Training-mode BatchNorm: statistics over all 6 frames together, as one batch.
+  expected = keras.ops.convert_to_numpy(encoder(clips.reshape(6, 4, 4, 3), training=True))
+  actual = keras.ops.convert_to_numpy(wrapped(clips, training=True))
+  assert actual.shape == (2, 3, 48)
+  np.testing.assert_allclose(actual, expected.reshape(2, 3, 48), atol=1e-5)
+  assert wrapped.compute_output_shape((None, 3, 4, 4, 3)) == (None, 3, 48)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_drop_connect_rate_rescales_the_backbone_stochastic_depth(rate):
+  default = deepfake.build_frame_encoder(32, attention_after="block3b_add")
+  changed = deepfake.build_frame_encoder(32, attention_after="block3b_add", drop_connect_rate=rate)
+
+  def rates(encoder):
+    parts = [encoder.get_layer("efficientnet_early"), encoder.get_layer("efficientnet_late")]
+    return [layer.rate for part in parts for layer in part.layers if layer.name.endswith("_drop")]
+
+  assert len(rates(default)) == 9 and max(rates(default)) < deepfake.KERAS_DROP_CONNECT_RATE
+  np.testing.assert_allclose(
+    rates(changed), np.array(rates(default)) * rate / deepfake.KERAS_DROP_CONNECT_RATE
+  )
+
+
+def test_plateau_with_factor_one_never_touches_the_rate():
+  model = _plateau_model(1e-2)
+  plateau = callbacks.ValidationPlateau(
+    "val_loss", 1.0, patience=1, cooldown=0, min_lr=None, early_stopping_patience=3
+  )
+  plateau.set_model(model)
+  for epoch, loss in enumerate([1.0, 1.1, 1.2]):
+    plateau.on_epoch_end(epoch, {"val_loss": loss})
+  assert callbacks.current_learning_rate(model) == pytest.approx(1e-2)
+  assert not model.stop_training and not plateau.should_stop(0.0)
+  plateau.on_epoch_end(3, {"val_loss": 1.3})
+  assert model.stop_training and "has not improved for 3" in plateau.stop_reason

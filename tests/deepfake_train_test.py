@@ -98,3 +98,19 @@ def test_attention_overlay_layout():
   # The map shows below: JET red where attention is 1, blue where it is 0.
   red, blue = overlay[5, 5], overlay[120, 120]
   assert red[0] > red[2] and blue[2] > blue[0]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+  config = deepfake_config.get_config("tiny")
+  config.optimizer.learning_rate = 1e-3
+  config.schedule.max_iterations = 110
+  config.schedule.min_lr_fraction = 0.01
+  assert deepfake.learning_rate(config) == 1e-3  # the recipe: a constant rate
+  config.schedule.learning_rate_schedule = "cosine"
+  config.schedule.warmup_iterations = 10
+  schedule = deepfake.learning_rate(config)
+  rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
+  assert rates == pytest.approx([0.0, 5e-4, 1e-3, 5.05e-4, 1e-5], rel=1e-3)
+  config.schedule.learning_rate_schedule = "linear"
+  with pytest.raises(ValueError, match="learning_rate_schedule='linear'"):
+    deepfake.learning_rate(config)

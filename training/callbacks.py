@@ -216,7 +216,9 @@ class ValidationPlateau(keras.callbacks.Callback):
   counted during `cooldown` validations after a reduction) the learning rate
   is multiplied by `factor`, down to `min_lr`; training stops once the
   learning rate has reached `min_lr`, or after `early_stopping_patience`
-  validations without improvement. The Keras callbacks reset their counters
+  validations without improvement. With `factor=1` the rate is never changed
+  (it may follow a schedule) and only the stops apply; `min_lr=None` turns
+  the min-lr stop off. The Keras callbacks reset their counters
   whenever `fit` starts, so a resumed run would forget how long it had been
   on a plateau; here the state is replayed from the metrics history instead
   (`history`), and the reasons for stopping are logged.
@@ -233,7 +235,7 @@ class ValidationPlateau(keras.callbacks.Callback):
     factor: float,
     patience: int,
     cooldown: int,
-    min_lr: float,
+    min_lr: float | None,
     early_stopping_patience: int,
     history: Sequence[dict[str, str]] = (),
   ):
@@ -277,7 +279,7 @@ class ValidationPlateau(keras.callbacks.Callback):
     if value is None:
       return
     learning_rate = current_learning_rate(self.model)
-    if self._update(float(value)) and learning_rate > self.min_lr:
+    if self._update(float(value)) and self.factor < 1 and learning_rate > self.min_lr:
       new_rate = max(learning_rate * self.factor, self.min_lr)
       self.model.optimizer.learning_rate = new_rate
       logging.info(
@@ -295,7 +297,7 @@ class ValidationPlateau(keras.callbacks.Callback):
 
   def should_stop(self, learning_rate: float) -> bool:
     """Whether training is over at `learning_rate`; sets `stop_reason`."""
-    if learning_rate <= self.min_lr * (1 + 1e-6):
+    if self.min_lr is not None and learning_rate <= self.min_lr * (1 + 1e-6):
       self.stop_reason = f"the learning rate reached its minimum {self.min_lr:.3g}"
     elif self.epochs_without_improvement >= self.early_stopping_patience:
       self.stop_reason = (

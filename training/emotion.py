@@ -32,13 +32,11 @@ from training import metrics as metrics_lib
 BEST_METRIC = "val_accuracy"
 
 
-def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = None) -> keras.Model:
-  """uint8 images `[batch, h, w, 3]` -> class probabilities, augmenting in training."""
-  size = config.data.image_size
-  inputs = keras.Input(shape=(None, None, 3), dtype="uint8", name="images")
+def build_preprocessor(config: ml_collections.ConfigDict) -> ImagePreprocessor:
+  """Resizing, the train-time augmentations and normalisation, as one layer."""
   augment = config.augment
-  preprocessor = ImagePreprocessor(
-    image_size=size,
+  return ImagePreprocessor(
+    image_size=config.data.image_size,
     crop_area=augment.crop_area,
     crop_aspect_ratio=augment.crop_aspect_ratio,
     horizontal_flip=augment.horizontal_flip,
@@ -50,6 +48,13 @@ def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = No
     erasing_area=augment.erasing_area,
     name="preprocess",
   )
+
+
+def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = None) -> keras.Model:
+  """uint8 images `[batch, h, w, 3]` -> class probabilities, augmenting in training."""
+  size = config.data.image_size
+  inputs = keras.Input(shape=(None, None, 3), dtype="uint8", name="images")
+  preprocessor = build_preprocessor(config)
   backbone = build_resnet18(
     input_shape=(size, size, 3),
     num_classes=len(config.data.class_names),
