@@ -512,7 +512,7 @@ def main(argv: list[str]) -> None:
           rows.append(
             (
               f"emotion {size}px input only",
-              "x faster than our training",
+              "x its own training speed",
               str(_ratio(ours_in["images_per_s"], train)),
               str(
                 _ratio(

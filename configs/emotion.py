@@ -86,6 +86,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # dtype policy name.
   config.training.mixed_precision = "auto"
   config.training.jit_compile = False  # XLA for the train step.
+  # Deterministic TF ops (tf.config.experimental.enable_op_determinism): with
+  # the same seed, reruns on the same machine give identical metrics; slower
+  # on GPUs, where some kernels lose their fast non-deterministic paths.
+  config.training.deterministic = False
   config.training.steps_per_execution = 1  # Train steps per tf.function call.
 
   config.logging = ml_collections.ConfigDict()

@@ -81,14 +81,34 @@ try:
   results["four_channels"] = "accepted"
 except Exception as error:
   results["four_channels"] = str(error)
+# The encoded-bytes signature: a JPEG and a PNG of different sizes in one batch.
+serve_bytes = tf.saved_model.load(sys.argv[1]).signatures["serving_bytes"]
+gray = rng.integers(0, 256, (17, 23, 1), dtype=np.uint8)
+files = [tf.io.encode_jpeg(gray, quality=100), tf.io.encode_png(np.repeat(gray[:9], 3, -1))]
+out = serve_bytes(image_bytes=tf.stack(files))
+results["bytes"] = {
+    "sums": out["probabilities"].numpy().sum(-1).tolist(),
+    "labels": [l.decode() for l in out["labels"].numpy()],
+}
+# A lossless PNG at the model's size: the same pixels through either signature.
+size = int(sys.argv[2])
+pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+png = serve_bytes(image_bytes=tf.stack([tf.io.encode_png(pixels)]))["probabilities"]
+raw = serve(images=tf.constant(pixels[None]))["probabilities"]
+results["bytes_vs_pixels"] = float(np.abs(png.numpy() - raw.numpy()).max())
+try:
+  serve_bytes(image_bytes=tf.constant([b"not an image"]))
+  results["not_an_image"] = "accepted"
+except Exception as error:
+  results["not_an_image"] = str(error)
 print(json.dumps(results))
 """
 
 
 def test_export_serves_in_a_fresh_process(tiny_run):
-  _, workdir, _ = tiny_run
+  config, workdir, _ = tiny_run
   out = subprocess.run(
-    [sys.executable, "-c", _SERVE, RunPaths(workdir).export(1)],
+    [sys.executable, "-c", _SERVE, RunPaths(workdir).export(1), str(config.data.image_size)],
     capture_output=True,
     text=True,
     check=True,
@@ -101,6 +121,28 @@ def test_export_serves_in_a_fresh_process(tiny_run):
     np.testing.assert_allclose(results[name]["sums"], 1.0, rtol=1e-5)
     assert set(results[name]["labels"]) <= set(labels.EMOTION_CLASSES)
   assert "1 (grayscale) or 3 (RGB) channels" in results["four_channels"]
+  np.testing.assert_allclose(results["bytes"]["sums"], 1.0, rtol=1e-5)
+  assert set(results["bytes"]["labels"]) <= set(labels.EMOTION_CLASSES)
+  assert results["bytes_vs_pixels"] < 1e-6
+  assert "Unknown image file format" in results["not_an_image"]
+
+
+def test_saved_model_cli_shows_both_signatures(tiny_run):
+  _, workdir, _ = tiny_run
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  out = subprocess.run(
+    [cli, "show", "--dir", RunPaths(workdir).export(1), "--all"],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+  ).stdout
+  default = out[out.index("signature_def['serving_default']") :]
+  encoded = out[out.index("signature_def['serving_bytes']") :]
+  assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8" in default
+  assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING" in encoded
+  for text in (default, encoded):
+    assert "outputs['probabilities']" in text and "outputs['labels']" in text
 
 
 def test_rerunning_a_finished_run_does_not_train_again(tiny_run, tmp_path):
@@ -201,3 +243,37 @@ def test_missing_explicit_data_dir_is_an_error(tmp_path):
     emotion.train_and_evaluate(
       tiny_config(source="auto", dir=str(tmp_path / "absent")), str(tmp_path / "r")
     )
+
+
+@pytest.mark.parametrize("config_file", ["configs/emotion.py:tiny", "configs/deepfake.py:tiny"])
+def test_deterministic_runs_write_identical_metrics(tmp_path, config_file):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  workdirs = [str(tmp_path / run) for run in ("a", "b")]
+  # Side by side: most of a tiny run is single-threaded graph tracing.
+  processes = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "train_main.py",
+        f"--config={config_file}",
+        f"--workdir={workdir}",
+        "--config.training.deterministic=True",
+        "--config.export.enabled=False",
+      ],
+      cwd=REPO_ROOT,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for workdir in workdirs
+  ]
+  for process in processes:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+  contents = []
+  for workdir in workdirs:
+    with open(RunPaths(workdir).metrics) as file:
+      contents.append(file.read())
+  assert len(contents[0].splitlines()) >= 3  # a header and at least two validations
+  assert contents[0] == contents[1]

@@ -197,7 +197,7 @@ def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str
       "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
     }
 
-  return export_lib.write_saved_model(explainer, serve, export_dir)
+  return export_lib.write_saved_model(explainer, {"serving_default": serve}, export_dir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

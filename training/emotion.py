@@ -255,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
   if config.export.enabled:
     summary["export"] = export_lib.export_image_classifier(
-      best, paths.export(config.export.version), config.data.class_names
+      best, paths.export(config.export.version), config.data.class_names, config.data.image_size
     )
     logging.info("Exported the SavedModel to %s.", summary["export"])
   logging.info("Summary: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))

@@ -2,8 +2,8 @@
 
 `DIR/export/<version>/` follows TF Serving's versioned layout: point
 `--model_base_path` at `DIR/export` and the server loads the highest version.
-The `serving_default` signature takes raw uint8 images and does all the
-preprocessing itself, so clients send pixels, not normalised tensors.
+The signatures take raw uint8 images (or encoded image files) and do all the
+preprocessing themselves, so clients send pixels, not normalised tensors.
 """
 
 from __future__ import annotations
@@ -17,18 +17,33 @@ import tensorflow as tf
 
 from training import io_utils
 
+BYTES_SIGNATURE = "serving_bytes"
 
-def export_image_classifier(model: keras.Model, export_dir: str, class_names: Sequence[str]) -> str:
-  """Writes `model` as a SavedModel with a `serving_default` signature.
 
-  Signature: `images` uint8 `[batch, height, width, channels]` (any height and
-  width, 1 or 3 channels) -> `probabilities` float32 `[batch, num_classes]` and
-  `labels` string `[batch]` (the most probable class name).
+def export_image_classifier(
+  model: keras.Model, export_dir: str, class_names: Sequence[str], image_size: int
+) -> str:
+  """Writes `model` as a SavedModel with two signatures.
+
+  `serving_default`: `images` uint8 `[batch, height, width, channels]` (any
+  height and width, 1 or 3 channels). `serving_bytes`: `image_bytes` string
+  `[batch]`, encoded JPEG, PNG, BMP or GIF files (what TF Serving's REST API
+  delivers for `{"b64": ...}` values: it decodes base64 for inputs whose name
+  ends in `_bytes`); each is decoded to RGB and resized to `image_size`, so
+  the files may differ in size. Both return `probabilities` float32 `[batch,
+  num_classes]` and `labels` string `[batch]` (the most probable class name).
 
   Returns:
     `export_dir`.
   """
   names = tf.constant(list(class_names))
+
+  def classify(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    probabilities = model(images, training=False)
+    return {
+      "probabilities": probabilities,
+      "labels": tf.gather(names, tf.argmax(probabilities, axis=-1)),
+    }
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
   def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -40,27 +55,42 @@ def export_image_classifier(model: keras.Model, export_dir: str, class_names: Se
     with tf.control_dependencies([check]):
       images = tf.identity(images)
     images = tf.cond(tf.equal(channels, 1), lambda: tf.tile(images, [1, 1, 1, 3]), lambda: images)
-    images = tf.ensure_shape(images, [None, None, None, 3])
-    probabilities = model(images, training=False)
-    return {
-      "probabilities": probabilities,
-      "labels": tf.gather(names, tf.argmax(probabilities, axis=-1)),
-    }
+    return classify(tf.ensure_shape(images, [None, None, None, 3]))
 
-  return write_saved_model(model, serve, export_dir)
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+  def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+      # Bilinear without antialiasing, as the model's own Resizing layer does.
+      image = tf.image.resize(image, (image_size, image_size))
+      return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    images = tf.map_fn(
+      decode,
+      image_bytes,
+      fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
+    )
+    return classify(images)
+
+  return write_saved_model(
+    model, {"serving_default": serve, BYTES_SIGNATURE: serve_bytes}, export_dir
+  )
 
 
 def write_saved_model(
-  model: keras.Model, serve: tf.types.experimental.GenericFunction, export_dir: str
+  model: keras.Model,
+  signatures: dict[str, tf.types.experimental.GenericFunction],
+  export_dir: str,
 ) -> str:
-  """Writes `model` with `serve` as its `serving_default` signature, atomically.
+  """Writes `model` with `signatures` (name -> tf.function), atomically.
 
   The SavedModel is written beside `export_dir` and renamed into place, so an
   interrupted export never leaves a half-written model where TF Serving looks.
   """
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint("serving_default", serve)
+  for name, function in signatures.items():
+    archive.add_endpoint(name, function)
   partial = f"{export_dir}.partial"
   if os.path.exists(partial):
     shutil.rmtree(partial)

@@ -58,9 +58,17 @@ def resolve_verbose(setting: str | int) -> int:
 
 
 def start_run(config: ml_collections.ConfigDict, workdir: str) -> RunPaths:
-  """Creates `workdir`, writes the resolved config there and seeds every RNG."""
+  """Creates `workdir`, writes the resolved config there and seeds every RNG.
+
+  With `config.training.deterministic`, TensorFlow's ops are made
+  deterministic too. That switch is process-wide and cannot be turned off
+  again, so it belongs to a process that runs one training job.
+  """
   paths = RunPaths(workdir)
   os.makedirs(workdir, exist_ok=True)
   io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
   keras.utils.set_random_seed(config.seed)
+  if config.training.deterministic:
+    tf.config.experimental.enable_op_determinism()
+    logging.info("Deterministic ops enabled (seed %d).", config.seed)
   return paths
