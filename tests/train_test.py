@@ -81,6 +81,13 @@ try:
   results["four_channels"] = "accepted"
 except Exception as error:
   results["four_channels"] = str(error)
+wrong = {"float32": tf.zeros((1, 8, 8, 3)), "rank3": tf.zeros((8, 8, 3), tf.uint8)}
+for name, bad in wrong.items():
+  try:
+    serve(images=bad)
+    results[name] = "accepted"
+  except Exception as error:
+    results[name] = f"{type(error).__name__}: {error}"
 # The encoded-bytes signature: a JPEG and a PNG of different sizes in one batch.
 serve_bytes = tf.saved_model.load(sys.argv[1]).signatures["serving_bytes"]
 gray = rng.integers(0, 256, (17, 23, 1), dtype=np.uint8)
@@ -121,6 +128,10 @@ def test_export_serves_in_a_fresh_process(tiny_run):
     np.testing.assert_allclose(results[name]["sums"], 1.0, rtol=1e-5)
     assert set(results[name]["labels"]) <= set(labels.EMOTION_CLASSES)
   assert "1 (grayscale) or 3 (RGB) channels" in results["four_channels"]
+  assert "expected to be a uint8 tensor but is a float tensor" in results["float32"]
+  # The signature wrapper does not check ranks; the graph's shape check names
+  # the expected shape.
+  assert "is not compatible with expected shape [?,?,?,3]" in results["rank3"]
   np.testing.assert_allclose(results["bytes"]["sums"], 1.0, rtol=1e-5)
   assert set(results["bytes"]["labels"]) <= set(labels.EMOTION_CLASSES)
   assert results["bytes_vs_pixels"] < 1e-6
