@@ -96,25 +96,27 @@ def _workers() -> int:
 # --- Ours -------------------------------------------------------------------
 
 
-class _StepTimer:
-  """Keras callback: wall time from the end of warmup to the last timed step."""
+def _step_timer(warmup: int) -> Any:
+  """A Keras callback timing from the end of step `warmup` to the last step.
 
-  def __new__(cls, warmup: int):
-    import keras
+  Built inside a function so that Keras is imported only in the measuring
+  process, after its backend has been chosen.
+  """
+  import keras
 
-    class Timer(keras.callbacks.Callback):
-      def __init__(self):
-        super().__init__()
-        self.start = self.end = 0.0
+  class StepTimer(keras.callbacks.Callback):
+    def __init__(self):
+      super().__init__()
+      self.start = self.end = 0.0
 
-      def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        float((logs or {}).get("loss", 0.0))  # waits for the step to finish
-        now = time.perf_counter()
-        if batch == warmup - 1:
-          self.start = now
-        self.end = now
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+      float((logs or {}).get("loss", 0.0))  # waits for the step to finish
+      now = time.perf_counter()
+      if batch == warmup - 1:
+        self.start = now
+      self.end = now
 
-    return Timer()
+  return StepTimer()
 
 
 def _keras_gpu_peak_mib() -> float | None:
@@ -179,7 +181,7 @@ def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
       LabelledImages(images, labels), batch, 7, training=True, seed=0
     )
     data = {"x": dataset.repeat(), "steps_per_epoch": steps}
-  timer = _StepTimer(warmup)
+  timer = _step_timer(warmup)
   model.fit(**data, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
   seconds = timer.end - timer.start
   return {
@@ -243,7 +245,7 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   model = deepfake.build_model(config, policy)
   deepfake.compile_model(model, config, policy)
   warmup, timed = options["warmup_steps"], options["timed_steps"]
-  timer = _StepTimer(warmup)
+  timer = _step_timer(warmup)
   model.fit(dataset, steps_per_epoch=warmup + timed, epochs=1, verbose=0, callbacks=[timer])
   return {
     "clips_per_s": timed * options["batch_size"] / (timer.end - timer.start),
