@@ -41,6 +41,18 @@ def to_rgb_float(images: Any) -> Any:
   return images
 
 
+def resize_to_uint8(images: tf.Tensor, size: int) -> tf.Tensor:
+  """Bilinear resize of uint8 images to `size` x `size`, rounded back to uint8.
+
+  The one resize for pixels brought to a model's input size outside the model
+  (deepfake frames in tf.data and in the deepfake export, encoded files in the
+  emotion export), so training and serving see the same pixels. Bilinear
+  without antialiasing, as Keras' `Resizing` layer inside the emotion model.
+  """
+  resized = tf.image.resize(images, (size, size))
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
 def normalize(images: Any) -> Any:
   """ImageNet mean/std normalisation of float 0-255 RGB images."""
   mean = ops.convert_to_tensor(IMAGENET_MEAN, "float32")

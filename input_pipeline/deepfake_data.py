@@ -28,6 +28,7 @@ from sklearn import model_selection
 from sklearn.utils import class_weight
 
 from input_pipeline import synthetic_clips
+from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
 
 DEFAULT_LABELS_CSV = "data/deepfake/labels.csv"
@@ -303,7 +304,7 @@ def make_dataset(
     def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
       clip = tf.gather(frames[video], indices)
       if videos.frames.shape[2] != size:
-        clip = tf.cast(tf.image.resize(clip, (size, size)), tf.uint8)
+        clip = resize_to_uint8(clip, size)
       return clip
   else:
     paths = tf.ragged.constant(videos.frame_paths)
@@ -313,7 +314,7 @@ def make_dataset(
 
       def decode(path: tf.Tensor) -> tf.Tensor:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.cast(tf.image.resize(image, (size, size)), tf.uint8)
+        return resize_to_uint8(image, size)
 
       return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
 

@@ -145,3 +145,15 @@ def test_plateau_with_factor_one_never_touches_the_rate():
   assert not model.stop_training and not plateau.should_stop(0.0)
   plateau.on_epoch_end(3, {"val_loss": 1.3})
   assert model.stop_training and "has not improved for 3" in plateau.stop_reason
+
+
+def test_plateau_without_min_lr_still_reduces():
+  model = _plateau_model(1e-2)
+  plateau = callbacks.ValidationPlateau(
+    "val_loss", 0.5, patience=1, cooldown=0, min_lr=None, early_stopping_patience=10
+  )
+  plateau.set_model(model)
+  for epoch, loss in enumerate([1.0, 1.1]):
+    plateau.on_epoch_end(epoch, {"val_loss": loss})
+  assert callbacks.current_learning_rate(model) == pytest.approx(5e-3)
+  assert not model.stop_training

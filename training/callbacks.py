@@ -279,8 +279,9 @@ class ValidationPlateau(keras.callbacks.Callback):
     if value is None:
       return
     learning_rate = current_learning_rate(self.model)
-    if self._update(float(value)) and self.factor < 1 and learning_rate > self.min_lr:
-      new_rate = max(learning_rate * self.factor, self.min_lr)
+    floor = self.min_lr or 0.0
+    if self._update(float(value)) and self.factor < 1 and learning_rate > floor:
+      new_rate = max(learning_rate * self.factor, floor)
       self.model.optimizer.learning_rate = new_rate
       logging.info(
         "%s has not improved for %d validations: learning rate %.3g -> %.3g.",

@@ -30,6 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from input_pipeline import deepfake_data
+from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
 from training import export as export_lib
@@ -188,8 +189,7 @@ def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str
   def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
     shape = tf.shape(clips)
     frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
-    frames = tf.image.resize(frames, (frame_size, frame_size), antialias=True)
-    frames = tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
+    frames = resize_to_uint8(frames, frame_size)  # as the training frames
     outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
     return {
       "probability_fake": outputs["probabilities"][:, 1],

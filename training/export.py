@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from input_pipeline.augment import resize_to_uint8
 from training import io_utils
 
 BYTES_SIGNATURE = "serving_bytes"
@@ -61,9 +62,7 @@ def export_image_classifier(
   def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
     def decode(encoded: tf.Tensor) -> tf.Tensor:
       image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-      # Bilinear without antialiasing, as the model's own Resizing layer does.
-      image = tf.image.resize(image, (image_size, image_size))
-      return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+      return resize_to_uint8(image, image_size)
 
     images = tf.map_fn(
       decode,
