@@ -6,7 +6,8 @@ A data set is a labels CSV plus a frames root. Each CSV row is one video:
   label   0/1 or REAL/FAKE (required; 1 and FAKE mean fake)
   group   videos that must stay in the same split, e.g. the original video a
           fake was made from (optional; default: the video itself)
-  split   train/validation/test (optional; default: a 70/30 grouped split)
+  split   train/validation/test (optional; rows without one are split 70/30
+          into train and validation by group)
 
 Frames are any image files in the folder, taken in name order. A clip is
 `num_frames` frames of one video: for training a random window of consecutive
@@ -72,8 +73,13 @@ class Videos:
     return np.array([len(p) for p in self.frame_paths], np.int32)
 
 
+def label_from_text(value: object) -> int | None:
+  """0 (real) or 1 (fake) from `0`, `1`, `REAL`, `FAKE` in any case; else None."""
+  return _LABEL_VALUES.get(str(value).strip().lower())
+
+
 def _parse_label(value: str, row: int, csv_path: str) -> int:
-  label = _LABEL_VALUES.get(str(value).strip().lower())
+  label = label_from_text(value)
   if label is None:
     raise DataError(f"{csv_path}, line {row + 2}: label {value!r} is not one of 0, 1, REAL, FAKE.")
   return label
@@ -159,6 +165,30 @@ def take_subset(videos: Videos, fraction: float, seed: int) -> Videos:
   return videos.subset(np.flatnonzero([g in chosen for g in videos.groups]))
 
 
+def _split_unassigned(videos: Videos, validation_fraction: float, seed: int) -> Videos:
+  """Assigns train/validation to rows with an empty split, by a grouped split.
+
+  Data sets often fix only the test split (DFDC, Celeb-DF): their other rows
+  are split here as a CSV without a split column would be. If no row is
+  unassigned and none is `validation`, the `train` rows are split instead.
+  """
+  splits = list(videos.splits)
+  pool = [i for i, s in enumerate(splits) if not s]
+  if not pool and "validation" not in splits:
+    pool = [i for i, s in enumerate(splits) if s == "train"]
+  if not pool:
+    return videos
+  pool = np.asarray(pool)
+  keep, held_out = grouped_split(
+    videos.labels[pool], videos.groups[pool], validation_fraction, seed
+  )
+  for index in pool[keep]:
+    splits[index] = "train"
+  for index in pool[held_out]:
+    splits[index] = "validation"
+  return dataclasses.replace(videos, splits=splits)
+
+
 @dataclasses.dataclass
 class DeepfakeData:
   train: Videos
@@ -205,6 +235,7 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
       config.seed,
     )
     if videos.splits is not None:
+      videos = _split_unassigned(videos, data.validation_fraction, config.seed)
       by_split = {
         name: videos.subset([i for i, s in enumerate(videos.splits) if s == name])
         for name in ("train", "validation", "test")
@@ -246,6 +277,23 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     raise DataError(f"The training split has only class {CLASS_NAMES[present[0]]!r} videos.")
   weights = class_weight.compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
   return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def find_undecodable_frame(*video_sets: Videos) -> tuple[str, str] | None:
+  """The first frame file TensorFlow cannot decode, with the reason, or None.
+
+  Frames are decoded lazily inside tf.data, where a bad file stops training
+  with an error that names no file; the trainer calls this on that error to
+  say which file it was.
+  """
+  for videos in video_sets:
+    for paths in videos.frame_paths or []:
+      for path in paths:
+        try:
+          tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+          return path, error.message.splitlines()[0] if error.message else type(error).__name__
+  return None
 
 
 def sample_frame_indices(

@@ -6,6 +6,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -52,3 +53,15 @@ def write_fer_csv(path, rows):
 @pytest.fixture
 def image_tree(tmp_path):
   return write_image_tree(tmp_path / "fer")
+
+
+def write_video(path: str, num_frames: int, size=(64, 48), fps: float = 10.0) -> str:
+  """An mp4 (or avi) whose frame i is uniformly grey at level 12 * i."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  codec = "mp4v" if path.endswith(".mp4") else "MJPG"
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, size)
+  assert writer.isOpened()
+  for i in range(num_frames):
+    writer.write(np.full((size[1], size[0], 3), (12 * i) % 256, np.uint8))
+  writer.release()
+  return path

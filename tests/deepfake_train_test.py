@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -114,3 +115,36 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
   config.schedule.learning_rate_schedule = "linear"
   with pytest.raises(ValueError, match="learning_rate_schedule='linear'"):
     deepfake.learning_rate(config)
+
+
+def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch):
+  """tf.data's decode error names no file; the trainer finds the file and says so.
+
+  `fit` is replaced by a pass over the real training tf.data pipeline, which
+  raises TensorFlow's own decode error without the cost of tracing the model.
+  """
+  from PIL import Image
+
+  def read_batches(model, dataset, **kwargs):
+    for _ in dataset.take(8):
+      pass
+
+  rows = ["video,label,split"]
+  for index in range(8):
+    folder = tmp_path / "faces" / f"v{index}"
+    folder.mkdir(parents=True)
+    for frame in range(2):  # = num_frames: every clip holds both
+      Image.new("RGB", (16, 16), (index * 30, frame * 40, 90)).save(folder / f"{frame}.jpg")
+    rows.append(f"v{index},{index % 2},{'train' if index < 6 else 'validation'}")
+  (tmp_path / "faces" / "labels.csv").write_text("\n".join(rows) + "\n")
+  bad = tmp_path / "faces" / "v1" / "1.jpg"
+  bad.write_bytes(b"\xff\xd8 not a jpeg after all")
+
+  config = tiny_config(max_iterations=40, validation_interval=20)
+  config.data.source = "csv"
+  config.data.labels_csv = str(tmp_path / "faces" / "labels.csv")
+  config.data.subset_fraction = 1.0
+  config.export.enabled = False
+  monkeypatch.setattr(keras.Model, "fit", read_batches)
+  with pytest.raises(deepfake.deepfake_data.DataError, match=r"v1/1\.jpg.*cannot be decoded"):
+    deepfake.train_and_evaluate(config, str(tmp_path / "run"))

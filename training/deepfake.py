@@ -272,30 +272,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule.max_iterations,
     schedule.validation_interval,
   )
+
+  def fit(**kwargs: Any) -> None:
+    try:
+      model.fit(
+        train_ds,
+        validation_data=val_ds,
+        verbose=verbose,
+        callbacks=callbacks,
+        shuffle=False,
+        **kwargs,
+      )
+    except tf.errors.InvalidArgumentError as error:
+      bad = deepfake_data.find_undecodable_frame(data.train, data.validation)
+      if bad is None:
+        raise
+      raise deepfake_data.DataError(
+        f"Frame {bad[0]!r} cannot be decoded ({bad[1]}); replace or delete it. The "
+        "checkpoints written so far are intact: rerun the command to resume."
+      ) from error
+
   done_in_round = iteration % schedule.validation_interval
   if not finished and done_in_round:
     # Finish the interrupted round so that validations stay on the cadence.
-    model.fit(
-      train_ds,
-      validation_data=val_ds,
-      steps_per_epoch=schedule.validation_interval - done_in_round,
-      epochs=1,
-      verbose=verbose,
-      callbacks=callbacks,
-      shuffle=False,
-    )
+    fit(steps_per_epoch=schedule.validation_interval - done_in_round, epochs=1)
     iteration = int(model.optimizer.iterations)
     finished = model.stop_training or iteration >= schedule.max_iterations
   if not finished:
-    model.fit(
-      train_ds,
-      validation_data=val_ds,
+    fit(
       steps_per_epoch=schedule.validation_interval,
       initial_epoch=iteration // schedule.validation_interval,
       epochs=rounds,
-      verbose=verbose,
-      callbacks=callbacks,
-      shuffle=False,
     )
 
   rows = callbacks_lib.read_metrics(paths.metrics)

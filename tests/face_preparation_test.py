@@ -1,0 +1,232 @@
+"""Face preparation, video scoring and video-level evaluation on generated videos.
+
+Generated videos hold no real faces, so most tests use `BrightFrameDetector`,
+which "finds" a face in the middle of every frame brighter than a threshold;
+the MTCNN detector itself runs on a blank video here and, when
+`../shared/data/ffpp_sample` is present, on real FaceForensics++ faces.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO_ROOT, write_video
+
+from configs import deepfake as deepfake_config
+from input_pipeline import deepfake_data, face_detection, face_preparation, video_datasets
+from input_pipeline.fer2013 import DataError
+from training import deepfake as deepfake_trainer
+from training import video_scoring
+
+FFPP_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "ffpp_sample")
+SETTINGS = face_preparation.PreparationSettings(
+  num_frames=4, crop=face_detection.CropSettings("scale", scale=1.2, size=16)
+)
+
+
+class BrightFrameDetector:
+  """A face box in the middle of each frame whose mean level exceeds 30."""
+
+  def detect(self, images):
+    faces = []
+    for image in images:
+      height, width = image.shape[:2]
+      bright = image.mean() > 30
+      box = (width / 4, height / 4, width / 2, height / 2)
+      faces.append(face_detection.Face(box, 0.99) if bright else None)
+    return faces
+
+
+@pytest.fixture
+def video_tree(tmp_path):
+  """real/{r1,r2}.mp4 and fake/f1.mp4 (12 frames), fake/dark.mp4 (2 dark frames), a broken file."""
+  root = tmp_path / "videos"
+  write_video(str(root / "real/r1.mp4"), 12)
+  write_video(str(root / "real/r2.mp4"), 12)
+  write_video(str(root / "fake/f1.mp4"), 12)
+  write_video(str(root / "fake/dark.mp4"), 2)
+  (root / "fake/broken.mp4").write_bytes(b"\x00" * 100)
+  return root
+
+
+def prepare(source, output, settings=SETTINGS):
+  catalogue = video_datasets.load_catalogue("folders", str(source))
+  return face_preparation.prepare_dataset(
+    catalogue, str(output), settings, progress=False, detector=BrightFrameDetector()
+  )
+
+
+def test_prepare_writes_faces_labels_and_skips(video_tree, tmp_path):
+  output = tmp_path / "faces"
+  summary = prepare(video_tree, output)
+  assert summary["prepared_now"] == 4 and summary["failed"] == 1
+  assert summary["without_face"] == 1
+
+  labels = pd.read_csv(output / "labels.csv", keep_default_na=False)
+  assert list(labels.columns) == list(face_preparation.LABELS_COLUMNS)
+  assert sorted(labels.video) == ["folders/fake/f1", "folders/real/r1", "folders/real/r2"]
+  row = labels.set_index("video").loc["folders/real/r1"]
+  # 4 frames sampled at 1, 4, 7, 10 (levels 12, 48, 84, 120): the first is too dark.
+  assert (row.frames_kept, row.frames_without_face, row.label) == (3, 1, 0)
+  assert sorted(os.listdir(output / "folders/real/r1")) == [
+    "000004.jpg",
+    "000007.jpg",
+    "000010.jpg",
+    "faces.json",
+  ]
+  skipped = pd.read_csv(output / "skipped.csv")
+  reasons = dict(zip(skipped.source_path.map(os.path.basename), skipped.reason, strict=True))
+  assert reasons["dark.mp4"] == "no face in 2 sampled frames"
+  assert "broken.mp4" in reasons["broken.mp4"]
+
+  # What the trainer reads: the CSV's folder is the frames root.
+  videos = deepfake_data.read_labels_csv(str(output / "labels.csv"))
+  assert [len(p) for p in videos.frame_paths] == [3, 3, 3]
+  assert video_scoring.read_face_image(videos.frame_paths[0][0]).shape == (16, 16, 3)
+
+
+def test_prepare_resumes_and_keeps_its_settings(video_tree, tmp_path):
+  output = tmp_path / "faces"
+  prepare(video_tree, output)
+  again = prepare(video_tree, output)
+  assert again["already_prepared"] == 4 and again["prepared_now"] == 0
+  assert again["failed"] == 1  # undecodable videos are retried, not marked done
+
+  # A crash mid-video leaves only a .partial folder: the video is redone.
+  os.rename(output / "folders/real/r2", output / "folders/real/r2.partial")
+  resumed = prepare(video_tree, output)
+  assert resumed["prepared_now"] == 1 and resumed["already_prepared"] == 3
+  assert not (output / "folders/real/r2.partial").exists()
+  assert len(pd.read_csv(output / "labels.csv")) == 3
+
+  other = face_preparation.PreparationSettings(num_frames=8, crop=SETTINGS.crop)
+  with pytest.raises(DataError, match="num_frames differ"):
+    prepare(video_tree, output, other)
+
+
+def test_mtcnn_runs_in_batches_and_finds_no_face_in_a_blank_video(tmp_path):
+  path = write_video(str(tmp_path / "blank.mp4"), 6, size=(96, 64))
+  detector = face_detection.FaceDetector(face_detection.DetectorSettings(max_side=48, batch_size=4))
+  faces = face_detection.extract_video_faces(path, detector, 6, SETTINGS.crop)
+  assert faces.frames_sampled == 6 and faces.crops == [] and faces.frames_without_face == 6
+
+
+@pytest.mark.skipif(not os.path.isdir(FFPP_SAMPLE), reason="../shared/data/ffpp_sample absent")
+def test_mtcnn_finds_the_face_in_real_faceforensics_videos(tmp_path):
+  catalogue = video_datasets.faceforensics(FFPP_SAMPLE)
+  assert len(catalogue.records) == 6
+  detector = face_detection.FaceDetector()
+  for record in catalogue.records[:2]:
+    faces = face_detection.extract_video_faces(record.path, detector, 4, SETTINGS.crop)
+    assert len(faces.crops) >= 3, record.path
+    assert min(faces.confidences) >= 0.9
+    assert faces.crops[0].shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize(
+  "available,frames,max_clips,expected",
+  [
+    (8, 2, 4, [[0, 4], [1, 5], [2, 6], [3, 7]]),
+    (8, 2, 2, [[1, 5], [3, 7]]),
+    (3, 4, 4, [[0, 1, 1, 2]]),  # short: one clip repeating faces
+    (5, 2, 4, [[0, 3], [1, 4]]),
+  ],
+)
+def test_clip_indices_interleave_over_the_whole_video(available, frames, max_clips, expected):
+  np.testing.assert_array_equal(video_scoring.clip_indices(available, frames, max_clips), expected)
+
+
+def test_aggregations():
+  p = np.array([0.2, 0.4, 0.9])
+  assert video_scoring.aggregate(p, "mean") == pytest.approx(0.5)
+  assert video_scoring.aggregate(p, "median") == pytest.approx(0.4)
+  assert video_scoring.aggregate(p, "max") == pytest.approx(0.9)
+  assert video_scoring.aggregate(np.array([0.5, 0.5]), "logit_mean") == pytest.approx(0.5)
+  assert video_scoring.aggregate(np.zeros([0]), "mean") == video_scoring.NO_FACE_PROBABILITY
+  with pytest.raises(ValueError, match="aggregation 'mode'"):
+    video_scoring.aggregate(p, "mode")
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+  """An untrained tiny deepfake detector saved as .keras and exported."""
+  config = deepfake_config.get_config("tiny")
+  model = deepfake_trainer.build_model(config)
+  folder = tmp_path_factory.mktemp("detector")
+  checkpoint = str(folder / "detector.keras")
+  model.save(checkpoint)
+  export = deepfake_trainer.export_detector(model, str(folder / "export"), config.data.image_size)
+  return checkpoint, export
+
+
+def test_scoring_checkpoint_and_export_agree_and_mark_missing_faces(
+  video_tree, tmp_path, tiny_detector
+):
+  checkpoint, export = tiny_detector
+  paths = [str(video_tree / p) for p in ("real/r1.mp4", "fake/dark.mp4", "fake/broken.mp4")]
+  scores = {}
+  for name, model_path in (("checkpoint", checkpoint), ("export", export)):
+    scorer = video_scoring.ClipScorer(model_path)
+    assert scorer.num_frames == 2
+    rows = video_scoring.score_videos(
+      paths, scorer, BrightFrameDetector(), SETTINGS.crop, num_frames=8, max_clips=4
+    )
+    scores[name] = rows
+  rows = scores["checkpoint"]
+  assert [r["status"] for r in rows] == ["ok", "no_face", "unreadable"]
+  assert rows[0]["faces"] == 6 and rows[0]["clips"] == 3  # frames 0 and 1 are dark
+  assert 0 < rows[0]["probability_fake"] < 1
+  assert rows[1]["probability_fake"] == rows[2]["probability_fake"] == 0.5
+  assert scores["export"][0]["probability_fake"] == pytest.approx(
+    rows[0]["probability_fake"], abs=1e-5
+  )
+
+
+def test_evaluate_prepared_videos_and_the_command(video_tree, tmp_path, tiny_detector):
+  checkpoint, _ = tiny_detector
+  output = tmp_path / "faces"
+  prepare(video_tree, output)
+  videos = deepfake_data.read_labels_csv(str(output / "labels.csv"))
+  result = video_scoring.evaluate_videos(
+    videos, video_scoring.ClipScorer(checkpoint), max_clips=4, aggregation="mean"
+  )
+  assert result["video"]["count"] == 3 and result["clip"]["count"] == 3  # 3 faces: 1 clip each
+  for level in ("clip", "video"):
+    assert set(result[level]) == {"count", "roc_auc", "log_loss", "accuracy", "balanced_accuracy"}
+    assert 0 <= result[level]["roc_auc"] <= 1 and result[level]["log_loss"] > 0
+
+  # A CSV without a split column needs --split=all.
+  with pytest.raises(DataError, match="no split column; use --split=all"):
+    video_scoring.select_split(videos, "test", "labels.csv")
+  command = [sys.executable, "-m", "tools.evaluate_videos", f"--model={checkpoint}"]
+  command += [f"--labels_csv={output / 'labels.csv'}", f"--output={tmp_path / 'eval'}"]
+  done = subprocess.run(command + ["--split=all"], cwd=REPO_ROOT, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics["video"]["count"] == 3
+  assert metrics["video"]["roc_auc"] == pytest.approx(result["video"]["roc_auc"])
+  assert len(pd.read_csv(tmp_path / "eval" / "video_scores.csv")) == 3
+
+  # A corrupt prepared frame names the file.
+  bad = videos.frame_paths[1][0]
+  with open(bad, "wb") as file:
+    file.write(b"not a jpeg")
+  with pytest.raises(DataError, match=os.path.basename(bad)):
+    video_scoring.evaluate_videos(videos, video_scoring.ClipScorer(checkpoint), 4, "mean")
+
+
+def test_prepare_command_with_mtcnn(video_tree, tmp_path):
+  output = tmp_path / "faces"
+  command = [sys.executable, "-m", "tools.prepare_faces", "--dataset=folders"]
+  command += [f"--source={video_tree}", f"--output={output}", "--num_frames=2", "--noprogress"]
+  done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "Prepared 4 videos" in done.stderr
+  assert pd.read_csv(output / "labels.csv").empty  # grey frames hold no face
+  assert len(pd.read_csv(output / "skipped.csv")) == 5
+  assert keras.__version__  # the command ran beside the Keras the tests use

@@ -1,0 +1,1 @@
+"""Command-line tools beside the trainer: data preparation, scoring, evaluation, plots."""

@@ -1,0 +1,68 @@
+r"""Probability that each video is fake, from a trained deepfake detector.
+
+  python -m tools.score_videos --model=runs/deepfake/export/1 \
+      --videos=/data/new_videos,/data/one.mp4 --output=scores.csv
+
+`--model` is a SavedModel export or a `.keras` checkpoint. Faces are found
+and cropped as `tools.prepare_faces` does (use the same crop flags as for the
+training data); a video's clip probabilities are aggregated (`--aggregation`,
+mean by default). A video without a face, or that cannot be decoded, scores
+0.5 with a warning and its status in the CSV.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from absl import app, flags, logging
+
+from input_pipeline import face_detection, video_io
+from tools import face_flags
+from training import io_utils, video_scoring
+
+_MODEL = flags.DEFINE_string("model", None, "SavedModel export folder or .keras checkpoint.")
+_VIDEOS = flags.DEFINE_list("videos", None, "Video files and/or folders of videos.")
+_OUTPUT = flags.DEFINE_string("output", "scores.csv", "CSV of the per-video scores.")
+_AGGREGATION = flags.DEFINE_enum(
+  "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
+)
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
+_MAX_CLIPS = flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
+face_flags.define_flags()
+
+
+def expand_videos(entries: list[str]) -> list[str]:
+  """Files as given, folders replaced by the videos under them."""
+  paths = []
+  for entry in entries:
+    if os.path.isdir(entry):
+      paths += video_io.list_videos(entry)
+    else:
+      paths.append(entry)
+  return paths
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  paths = expand_videos(_VIDEOS.value)
+  if not paths:
+    raise app.UsageError(f"No video files in --videos={','.join(_VIDEOS.value)}.")
+  scorer = video_scoring.ClipScorer(_MODEL.value)
+  detector = face_detection.FaceDetector(face_flags.detector_settings())
+  rows = video_scoring.score_videos(
+    paths,
+    scorer,
+    detector,
+    face_flags.crop_settings(),
+    num_frames=_NUM_FRAMES.value,
+    max_clips=_MAX_CLIPS.value,
+    aggregation=_AGGREGATION.value,
+  )
+  io_utils.write_text(_OUTPUT.value, pd.DataFrame(rows).to_csv(index=False))
+  logging.info("Wrote %d video scores to %s.", len(rows), _OUTPUT.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["model", "videos"])
+  app.run(main)
