@@ -41,15 +41,16 @@ def to_rgb_float(images: Any) -> Any:
   return images
 
 
-def resize_to_uint8(images: tf.Tensor, size: int) -> tf.Tensor:
+def resize_to_uint8(images: tf.Tensor, size: int, antialias: bool = False) -> tf.Tensor:
   """Bilinear resize of uint8 images to `size` x `size`, rounded back to uint8.
 
-  The one resize for pixels brought to a model's input size outside the model
-  (deepfake frames in tf.data and in the deepfake export, encoded files in the
-  emotion export), so training and serving see the same pixels. Bilinear
-  without antialiasing, as Keras' `Resizing` layer inside the emotion model.
+  The one resize for pixels brought to a model's input size outside the model,
+  so training and serving see the same pixels: deepfake frames in tf.data and
+  in the deepfake export (without antialiasing), and encoded files in the
+  emotion export (`antialias=True`, as the `Resizing` layer inside the
+  emotion model that resizes the other signature's images).
   """
-  resized = tf.image.resize(images, (size, size))
+  resized = tf.image.resize(images, (size, size), antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 

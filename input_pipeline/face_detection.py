@@ -71,7 +71,7 @@ class FaceDetector:
     self.batch_size = settings.batch_size
     self._mtcnn = MTCNN(device=device)
 
-  def _detect_batch(self, images: list[np.ndarray]) -> list[Face | None]:
+  def _detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
     factor = min(1.0, self.max_side / max(images[0].shape[:2])) if self.max_side else 1.0
     if factor < 1.0:
       images = [
@@ -81,33 +81,38 @@ class FaceDetector:
     detections = self._mtcnn.detect_faces(
       list(images), min_face_size=max(1, round(self.min_face_size * factor))
     )
-    best = []
-    for faces in detections:
-      faces = [f for f in faces if f["confidence"] >= self.min_confidence]
-      if not faces:
-        best.append(None)
-        continue
-      top = max(faces, key=lambda f: f["confidence"])
-      box = tuple(float(v) / factor for v in top["box"])
-      best.append(Face(box=box, confidence=float(top["confidence"])))
-    return best
+    return [
+      sorted(
+        (
+          Face(tuple(float(v) / factor for v in f["box"]), float(f["confidence"]))
+          for f in faces
+          if f["confidence"] >= self.min_confidence
+        ),
+        key=lambda face: -face.confidence,
+      )
+      for faces in detections
+    ]
 
-  def detect(self, images: np.ndarray | list[np.ndarray]) -> list[Face | None]:
-    """Per RGB uint8 image, its most confident face above `min_confidence`, or None.
+  def detect_all(self, images: np.ndarray | list[np.ndarray]) -> list[list[Face]]:
+    """Per RGB uint8 image, every face above `min_confidence`, most confident first.
 
     Images of one call may differ in size; each batch holds images of one size
     (MTCNN pads mixed sizes to the largest, which wastes time).
     """
-    results: list[Face | None] = [None] * len(images)
+    results: list[list[Face]] = [[] for _ in range(len(images))]
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
       by_shape.setdefault(tuple(image.shape), []).append(index)
     for indices in by_shape.values():
       for start in range(0, len(indices), self.batch_size):
         chunk = indices[start : start + self.batch_size]
-        for index, face in zip(chunk, self._detect_batch([images[i] for i in chunk]), strict=True):
-          results[index] = face
+        for index, faces in zip(chunk, self._detect_batch([images[i] for i in chunk]), strict=True):
+          results[index] = faces
     return results
+
+  def detect(self, images: np.ndarray | list[np.ndarray]) -> list[Face | None]:
+    """Per RGB uint8 image, its most confident face above `min_confidence`, or None."""
+    return [faces[0] if faces else None for faces in self.detect_all(images)]
 
 
 def crop_window(

@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import deepfake as deepfake_config
 from training import callbacks, deepfake
@@ -38,10 +39,22 @@ def test_validation_rows_and_checkpoints_follow_the_iteration_cadence(tiny_run):
   checkpoints = sorted(os.listdir(os.path.dirname(paths.last_checkpoint)))
   assert checkpoints == ["best.keras", "it000003.keras", "it000006.keras", "last.keras"]
   assert sorted(os.listdir(os.path.join(workdir, "attention"))) == ["it000003.png", "it000006.png"]
-  events = [
-    f for _, _, files in os.walk(os.path.join(paths.tensorboard, "attention")) for f in files
-  ]
-  assert events
+  attention = event_accumulator.EventAccumulator(
+    os.path.join(paths.tensorboard, "attention"), {"tensors": 0}
+  )
+  attention.Reload()
+  # Step 3 is not a multiple of log_interval=2: Keras' TensorBoard callback would drop it.
+  assert [e.step for e in attention.Tensors("attention/fake")] == [3, 6]
+  images = event_accumulator.EventAccumulator(paths.tensorboard_images, {"tensors": 0})
+  images.Reload()
+  tags = images.Tags()["tensors"]
+  assert set(tags) == {
+    "config",
+    "train/augmented_samples",
+    "validation/confusion_matrix",
+    "validation/roc_pr_curves",
+  }
+  assert [e.step for e in images.Tensors("validation/roc_pr_curves")] == [3, 6]
   assert summary["final_iteration"] == 6 and summary["stop_reason"] is None
 
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, write_image_tree
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import emotion as emotion_config
 from input_pipeline import labels
@@ -51,8 +52,13 @@ def test_run_writes_every_output(tiny_run):
   for checkpoint in (paths.best_checkpoint, paths.last_checkpoint):
     model = keras.saving.load_model(checkpoint, compile=False)
     assert model.output.shape == (None, 7)
-  events = [f for _, _, files in os.walk(paths.tensorboard) for f in files]
-  assert any(f.startswith("events.out.tfevents") for f in events)
+  images = event_accumulator.EventAccumulator(paths.tensorboard_images, {"tensors": 0})
+  images.Reload()
+  assert set(images.Tags()["tensors"]) == {
+    "config",
+    "train/augmented_samples",
+    "validation/confusion_matrix",
+  }
   report = json.load(open(paths.test_report))
   assert report["num_images"] == 56
   assert set(report["per_class"]) == set(labels.EMOTION_CLASSES)

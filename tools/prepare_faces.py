@@ -19,45 +19,54 @@ from absl import app, flags
 from input_pipeline import face_preparation, video_datasets
 from tools import face_flags
 
-_DATASET = flags.DEFINE_enum("dataset", None, video_datasets.DATASETS, "Layout of --source.")
-_SOURCE = flags.DEFINE_string("source", None, "Data-set root folder (or the CSV for csv).")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for the faces and labels.csv.")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
-_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "Quality of the face JPEGs.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Videos prepared in parallel (processes).")
-_FFPP_METHODS = flags.DEFINE_list(
-  "ffpp_methods",
-  None,
-  f"ffpp: manipulation methods (default: all found); of {video_datasets.FFPP_METHODS}.",
-)
-_FFPP_QUALITIES = flags.DEFINE_list("ffpp_qualities", ["c23"], "ffpp: raw, c23 and/or c40.")
-_FFPP_SPLITS = flags.DEFINE_string(
-  "ffpp_splits", None, "ffpp: folder of the official train.json, val.json, test.json."
-)
-_PROGRESS = flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-face_flags.define_flags()
+
+def _define_flags() -> None:
+  """Defined only when run as a command, so that modules importing this one
+  (tests, other tools) do not collide on flag names."""
+  flags.DEFINE_enum("dataset", None, video_datasets.DATASETS, "Layout of --source.")
+  flags.DEFINE_string("source", None, "Data-set root folder (or the CSV for csv).")
+  flags.DEFINE_string("output", None, "Folder for the faces and labels.csv.")
+  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
+  flags.DEFINE_integer("jpeg_quality", 95, "Quality of the face JPEGs.")
+  flags.DEFINE_integer("workers", 1, "Videos prepared in parallel (processes).")
+  flags.DEFINE_list(
+    "ffpp_methods",
+    None,
+    f"ffpp: manipulation methods (default: all found); of {video_datasets.FFPP_METHODS}.",
+  )
+  flags.DEFINE_list("ffpp_qualities", ["c23"], "ffpp: raw, c23 and/or c40.")
+  flags.DEFINE_string(
+    "ffpp_splits", None, "ffpp: folder of the official train.json, val.json, test.json."
+  )
+  flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+  face_flags.define_flags()
 
 
 def main(argv: list[str]) -> None:
   del argv
   catalogue = video_datasets.load_catalogue(
-    _DATASET.value,
-    _SOURCE.value,
-    ffpp_methods=tuple(_FFPP_METHODS.value) if _FFPP_METHODS.value else None,
-    ffpp_qualities=tuple(_FFPP_QUALITIES.value),
-    ffpp_splits_dir=_FFPP_SPLITS.value,
+    flags.FLAGS.dataset,
+    flags.FLAGS.source,
+    ffpp_methods=tuple(flags.FLAGS.ffpp_methods) if flags.FLAGS.ffpp_methods else None,
+    ffpp_qualities=tuple(flags.FLAGS.ffpp_qualities),
+    ffpp_splits_dir=flags.FLAGS.ffpp_splits,
   )
   settings = face_preparation.PreparationSettings(
-    num_frames=_NUM_FRAMES.value,
+    num_frames=flags.FLAGS.num_frames,
     crop=face_flags.crop_settings(),
     detector=face_flags.detector_settings(),
-    jpeg_quality=_JPEG_QUALITY.value,
+    jpeg_quality=flags.FLAGS.jpeg_quality,
   )
   face_preparation.prepare_dataset(
-    catalogue, _OUTPUT.value, settings, workers=_WORKERS.value, progress=_PROGRESS.value
+    catalogue,
+    flags.FLAGS.output,
+    settings,
+    workers=flags.FLAGS.workers,
+    progress=flags.FLAGS.progress,
   )
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["dataset", "source", "output"])
   app.run(main)

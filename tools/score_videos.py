@@ -21,16 +21,6 @@ from input_pipeline import face_detection, video_io
 from tools import face_flags
 from training import io_utils, video_scoring
 
-_MODEL = flags.DEFINE_string("model", None, "SavedModel export folder or .keras checkpoint.")
-_VIDEOS = flags.DEFINE_list("videos", None, "Video files and/or folders of videos.")
-_OUTPUT = flags.DEFINE_string("output", "scores.csv", "CSV of the per-video scores.")
-_AGGREGATION = flags.DEFINE_enum(
-  "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
-)
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
-_MAX_CLIPS = flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
-face_flags.define_flags()
-
 
 def expand_videos(entries: list[str]) -> list[str]:
   """Files as given, folders replaced by the videos under them."""
@@ -43,26 +33,41 @@ def expand_videos(entries: list[str]) -> list[str]:
   return paths
 
 
+def _define_flags() -> None:
+  """Defined only when run as a command, so that modules importing this one
+  (tests, other tools) do not collide on flag names."""
+  flags.DEFINE_string("model", None, "SavedModel export folder or .keras checkpoint.")
+  flags.DEFINE_list("videos", None, "Video files and/or folders of videos.")
+  flags.DEFINE_string("output", "scores.csv", "CSV of the per-video scores.")
+  flags.DEFINE_enum(
+    "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
+  )
+  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
+  flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
+  face_flags.define_flags()
+
+
 def main(argv: list[str]) -> None:
   del argv
-  paths = expand_videos(_VIDEOS.value)
+  paths = expand_videos(flags.FLAGS.videos)
   if not paths:
-    raise app.UsageError(f"No video files in --videos={','.join(_VIDEOS.value)}.")
-  scorer = video_scoring.ClipScorer(_MODEL.value)
+    raise app.UsageError(f"No video files in --videos={','.join(flags.FLAGS.videos)}.")
+  scorer = video_scoring.ClipScorer(flags.FLAGS.model)
   detector = face_detection.FaceDetector(face_flags.detector_settings())
   rows = video_scoring.score_videos(
     paths,
     scorer,
     detector,
     face_flags.crop_settings(),
-    num_frames=_NUM_FRAMES.value,
-    max_clips=_MAX_CLIPS.value,
-    aggregation=_AGGREGATION.value,
+    num_frames=flags.FLAGS.num_frames,
+    max_clips=flags.FLAGS.max_clips,
+    aggregation=flags.FLAGS.aggregation,
   )
-  io_utils.write_text(_OUTPUT.value, pd.DataFrame(rows).to_csv(index=False))
-  logging.info("Wrote %d video scores to %s.", len(rows), _OUTPUT.value)
+  io_utils.write_text(flags.FLAGS.output, pd.DataFrame(rows).to_csv(index=False))
+  logging.info("Wrote %d video scores to %s.", len(rows), flags.FLAGS.output)
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["model", "videos"])
   app.run(main)

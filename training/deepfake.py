@@ -34,7 +34,7 @@ from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
 from training import export as export_lib
-from training import io_utils, runtime
+from training import io_utils, runtime, summaries
 from training import metrics as metrics_lib
 
 MONITOR = "val_loss"
@@ -153,7 +153,7 @@ class AttentionSnapshots(keras.callbacks.Callback):
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if ok:
       io_utils.write_bytes(path, encoded.tobytes())
-    with self.writer.as_default():
+    with summaries.recording(self.writer):
       for label, panel, probability in zip(self.labels, panels, fake_probability, strict=True):
         tf.summary.image(
           f"attention/{label}",
@@ -162,6 +162,18 @@ class AttentionSnapshots(keras.callbacks.Callback):
           description=f"{label} clip; model's probability of fake {probability:.3f}",
         )
     self.writer.flush()
+
+
+def _frame_augmenter(model: keras.Model):
+  """uint8 clips -> their frames as uint8 after the model's training-mode augmentation."""
+  augment = model.get_layer("augment")
+
+  def frames(clips: np.ndarray) -> np.ndarray:
+    augmented = keras.ops.convert_to_numpy(augment(clips, training=True)).astype(np.float32)
+    augmented = np.clip(np.round(augmented), 0, 255).astype(np.uint8)
+    return augmented.reshape(-1, *augmented.shape[2:])  # one grid row per clip
+
+  return frames
 
 
 def _snapshot_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigDict) -> tuple:
@@ -257,6 +269,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(paths.tensorboard, "attention"),
     ),
     keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_interval),
+    summaries.AugmentedSamples(
+      paths.tensorboard_images,
+      next(iter(train_ds))[0].numpy()[:4],
+      _frame_augmenter(model),
+      columns=config.data.num_frames,
+    ),
+    summaries.ValidationFigures(
+      paths.tensorboard_images, deepfake_data.CLASS_NAMES, positive_class=1
+    ),
   ]
   verbose = runtime.resolve_verbose(config.logging.verbose)
   rounds = math.ceil(schedule.max_iterations / schedule.validation_interval)

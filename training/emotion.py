@@ -18,15 +18,16 @@ from typing import Any
 import keras
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from absl import logging
 from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
-from input_pipeline.augment import ImagePreprocessor
+from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
 from training import export as export_lib
-from training import io_utils, runtime
+from training import io_utils, runtime, summaries
 from training import metrics as metrics_lib
 
 BEST_METRIC = "val_accuracy"
@@ -106,6 +107,23 @@ def compile_model(
     jit_compile=config.training.jit_compile,
     steps_per_execution=config.training.steps_per_execution,
   )
+
+
+def _first_images(dataset: tf.data.Dataset, count: int) -> np.ndarray:
+  images, _ = next(iter(dataset))
+  return images.numpy()[:count]
+
+
+def _augmenter(model: keras.Model):
+  """uint8 images -> uint8 images after the model's training-mode preprocessing."""
+  preprocess = model.get_layer("preprocess")
+
+  def augment(images: np.ndarray) -> np.ndarray:
+    normalized = keras.ops.convert_to_numpy(preprocess(images, training=True)).astype(np.float32)
+    pixels = normalized * np.array(IMAGENET_STD, np.float32) + np.array(IMAGENET_MEAN, np.float32)
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+  return augment
 
 
 def restore_last_checkpoint(model: keras.Model, path: str, steps_per_epoch: int) -> int:
@@ -228,6 +246,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       ),
       callbacks_lib.AtomicModelCheckpoint(paths.last_checkpoint),
       keras.callbacks.TensorBoard(paths.tensorboard, update_freq=tensorboard_freq),
+      summaries.AugmentedSamples(
+        paths.tensorboard_images, _first_images(train_ds, 32), _augmenter(model)
+      ),
+      summaries.ValidationFigures(paths.tensorboard_images, config.data.class_names),
     ],
   )
 

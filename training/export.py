@@ -62,7 +62,7 @@ def export_image_classifier(
   def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
     def decode(encoded: tf.Tensor) -> tf.Tensor:
       image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-      return resize_to_uint8(image, image_size)
+      return resize_to_uint8(image, image_size, antialias=True)  # as the model's Resizing
 
     images = tf.map_fn(
       decode,

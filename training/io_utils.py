@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:  # Writing files should not load TensorFlow.
+  import keras
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -36,6 +36,11 @@ class RunPaths:
     return self._path("tensorboard")
 
   @property
+  def tensorboard_images(self) -> str:
+    """The config text, augmented samples and validation figures (a TensorBoard run)."""
+    return self._path("tensorboard", "images")
+
+  @property
   def test_report(self) -> str:
     return self._path("test_report.json")
 

@@ -10,7 +10,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from training import io_utils
+from training import io_utils, summaries
 from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
@@ -67,6 +67,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> RunPaths:
   paths = RunPaths(workdir)
   os.makedirs(workdir, exist_ok=True)
   io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
+  summaries.write_config_text(paths.tensorboard_images, config)
   keras.utils.set_random_seed(config.seed)
   if config.training.deterministic:
     tf.config.experimental.enable_op_determinism()

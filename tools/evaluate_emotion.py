@@ -1,0 +1,350 @@
+r"""Evaluates an emotion checkpoint or SavedModel export on a split of the data.
+
+  python -m tools.evaluate_emotion --model=runs/emotion_quick/checkpoints/best.keras \
+      --config=configs/emotion.py:quick [--split=test|validation] [--ten_crop] \
+      --output=runs/emotion_quick/eval
+  python -m tools.evaluate_emotion --model=runs/emotion_quick/export/1 \
+      --config=configs/emotion.py:quick --output=runs/emotion_quick/eval_export
+
+`--model` is a `.keras` file (best.keras or last.keras) or a SavedModel
+directory (`export/<version>`, through its `serving_default` signature).
+The data are the config's, loaded as training loads them (`emotion_data.load`,
+same seed, so a validation split carved from train is the same images); any
+config field can be overridden, e.g. `--config.data.dir=/data/fer2013`.
+
+Writes to `--output`: `report.json` (accuracy, macro and weighted F1,
+per-class precision/recall/F1/support, confusion matrix; with `--ten_crop`
+for both the plain and the ten-crop predictions), `classification_report.txt`
+and `confusion_matrix.png` (counts and row-normalised; with `--ten_crop` also
+`confusion_matrix_ten_crop.png`).
+
+Ten-crop test-time augmentation: each image is resized to
+`image_size / 0.875` (the ImageNet convention, 224 of 256), cut into its four
+corner and centre crops of `image_size` and their mirror images, and the ten
+class probabilities are averaged.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+from sklearn import metrics as sk_metrics
+
+# Importing `augment` registers the custom layers that .keras files hold.
+from input_pipeline import augment, emotion_data
+from input_pipeline.fer2013 import DataError, LabelledImages
+from training import figures, io_utils
+
+SPLITS = ("test", "validation")
+# Crop side / resized side for ten-crop: 224/256, the ImageNet evaluation convention.
+CROP_FRACTION = 0.875
+NUM_CROPS = 10
+SERVING_SIGNATURE = "serving_default"  # As `training.export.export_image_classifier` names it.
+REPORT_FILE = "report.json"
+TEXT_REPORT_FILE = "classification_report.txt"
+
+
+def ten_crop_resize_size(crop_size: int, crop_fraction: float = CROP_FRACTION) -> int:
+  """Side images are resized to before ten crops of `crop_size` are cut."""
+  return int(round(crop_size / crop_fraction))
+
+
+def ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
+  """The standard ten crops of each image, for test-time augmentation.
+
+  Args:
+    images: `[batch, height, width, channels]`, any dtype, at least
+      `crop_size` on each side.
+    crop_size: side of the square crops.
+
+  Returns:
+    `[batch, 10, crop_size, crop_size, channels]`: the top-left, top-right,
+    bottom-left, bottom-right and centre crops (centre offset rounded down),
+    then the same five mirrored left-right.
+  """
+  images = tf.convert_to_tensor(images)
+  static_height, static_width = images.shape[1], images.shape[2]
+  if (static_height is not None and static_height < crop_size) or (
+    static_width is not None and static_width < crop_size
+  ):
+    raise ValueError(
+      f"Images of shape {tuple(images.shape)} are smaller than the crop size {crop_size}."
+    )
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  bottom, right = height - crop_size, width - crop_size
+  offsets = ((0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2))
+  crops = [images[:, y : y + crop_size, x : x + crop_size, :] for y, x in offsets]
+  crops += [tf.reverse(crop, axis=[2]) for crop in crops]
+  stacked = tf.stack(crops, axis=1)
+  return tf.ensure_shape(stacked, [None, NUM_CROPS, crop_size, crop_size, images.shape[-1]])
+
+
+def resize_and_ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
+  """uint8 `[b, h, w, c]` -> uint8 `[b * 10, crop, crop, c]`, ten crops per image in a row.
+
+  The resize is the model's own (bilinear with antialiasing, as its Resizing
+  layer), rounded back to uint8 so the crops enter the model as images do.
+  """
+  size = ten_crop_resize_size(crop_size)
+  resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
+  resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  crops = ten_crop(resized, crop_size)
+  return tf.reshape(crops, [-1, crop_size, crop_size, images.shape[-1]])
+
+
+class Classifier:
+  """uint8 images -> class probabilities, from a `.keras` file or a SavedModel.
+
+  Both take uint8 `[batch, height, width, 3]` of any size and do their own
+  resizing and normalisation, so they are fed the same batches.
+  """
+
+  def __init__(self, path: str):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"--model={path!r} does not exist.")
+    self.path = path
+    if os.path.isfile(path) and path.endswith(".keras"):
+      self.format = "keras"
+      self.model = keras.saving.load_model(path, compile=False)
+    elif os.path.isdir(path) and tf.saved_model.contains_saved_model(path):
+      self.format = "saved_model"
+      self.model = tf.saved_model.load(path)  # Kept: the signature needs its variables.
+      if SERVING_SIGNATURE not in self.model.signatures:
+        raise ValueError(
+          f"SavedModel {path} has no {SERVING_SIGNATURE!r} signature; it has "
+          f"{sorted(self.model.signatures)}. Expected an export of the emotion model."
+        )
+      self.signature = self.model.signatures[SERVING_SIGNATURE]
+      inputs = self.signature.structured_input_signature[1]
+      if set(inputs) != {"images"}:
+        raise ValueError(
+          f"SavedModel {path}: {SERVING_SIGNATURE!r} takes {sorted(inputs)}; expected "
+          "'images' (uint8 [batch, height, width, channels]), as the emotion export has."
+        )
+    else:
+      raise ValueError(
+        f"--model={path!r} is neither a .keras file nor a SavedModel directory "
+        "(one holding saved_model.pb, e.g. runs/<name>/export/1)."
+      )
+
+  def input_size(self) -> int | None:
+    """The side the model resizes images to, when it can be read (Keras only)."""
+    if self.format != "keras":
+      return None
+    for layer in self.model.layers:
+      if isinstance(layer, augment.ImagePreprocessor):
+        return layer.image_size
+    return None
+
+  def predict(self, images: tf.data.Dataset) -> np.ndarray:
+    """Probabilities `[n, classes]` (float64) for a dataset of uint8 image batches."""
+    if self.format == "keras":
+      probabilities = self.model.predict(images, verbose=0)
+    else:
+      batches = [self.signature(images=batch)["probabilities"].numpy() for batch in images]
+      probabilities = np.concatenate(batches)
+    return np.asarray(probabilities, np.float64)
+
+
+def predict_split(
+  classifier: Classifier,
+  split: LabelledImages,
+  num_classes: int,
+  batch_size: int,
+  crop_size: int | None = None,
+) -> np.ndarray:
+  """Class probabilities `[n, num_classes]` of `split`; ten-crop averaged if `crop_size`."""
+  dataset = emotion_data.make_dataset(split, batch_size, num_classes, training=False, seed=0)
+  dataset = dataset.map(lambda images, _: images)
+  if crop_size is not None:
+    dataset = dataset.map(lambda images: resize_and_ten_crop(images, crop_size))
+  probabilities = classifier.predict(dataset)
+  if probabilities.ndim != 2 or probabilities.shape[1] != num_classes:
+    raise ValueError(
+      f"{classifier.path} outputs shape {probabilities.shape[1:]}; the config names "
+      f"{num_classes} classes. Is --config the config the model was trained with?"
+    )
+  if crop_size is not None:
+    probabilities = probabilities.reshape(len(split), NUM_CROPS, num_classes).mean(axis=1)
+  return probabilities
+
+
+def build_report(
+  labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+  """Accuracy, macro/weighted averages, per-class scores and confusion matrix."""
+  predicted = probabilities.argmax(axis=-1)
+  indices = list(range(len(class_names)))
+  report = sk_metrics.classification_report(
+    labels,
+    predicted,
+    labels=indices,
+    target_names=list(class_names),
+    output_dict=True,
+    zero_division=0,
+  )
+  macro, weighted = report["macro avg"], report["weighted avg"]
+  return {
+    "num_images": int(len(labels)),
+    "accuracy": float(sk_metrics.accuracy_score(labels, predicted)),
+    "f1_macro": float(macro["f1-score"]),
+    "precision_macro": float(macro["precision"]),
+    "recall_macro": float(macro["recall"]),
+    "f1_weighted": float(weighted["f1-score"]),
+    "per_class": {
+      name: {
+        "precision": float(report[name]["precision"]),
+        "recall": float(report[name]["recall"]),
+        "f1": float(report[name]["f1-score"]),
+        "support": int(report[name]["support"]),
+      }
+      for name in class_names
+    },
+    "confusion_matrix": sk_metrics.confusion_matrix(labels, predicted, labels=indices).tolist(),
+  }
+
+
+def classification_report_text(
+  labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
+) -> str:
+  """scikit-learn's text table of per-class precision/recall/F1/support."""
+  return sk_metrics.classification_report(
+    labels,
+    probabilities.argmax(axis=-1),
+    labels=list(range(len(class_names))),
+    target_names=list(class_names),
+    digits=4,
+    zero_division=0,
+  )
+
+
+def select_split(data: emotion_data.EmotionData, split: str) -> LabelledImages:
+  """The named split of `data`; a clear error when the source has none."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}; expected one of {list(SPLITS)}.")
+  images = getattr(data, split)
+  if images is None:
+    raise DataError(f"{data.source} has no {split} split; use --split=validation.")
+  if not len(images):
+    raise DataError(f"The {split} split of {data.source} holds no images.")
+  return images
+
+
+def summary_table(report: dict[str, Any]) -> str:
+  """Accuracy and macro F1 of the plain (and ten-crop) predictions, as text."""
+  lines = [
+    f"{report['model']} on {report['split']} ({report['num_images']} images):",
+    f"  {'':10} {'accuracy':>9} {'macro F1':>9}",
+  ]
+  for name in ("plain", "ten_crop"):
+    if report[name] is not None:
+      result = report[name]
+      lines.append(f"  {name:10} {result['accuracy']:9.4f} {result['f1_macro']:9.4f}")
+  return "\n".join(lines)
+
+
+def evaluate(
+  model_path: str,
+  config: ml_collections.ConfigDict,
+  output_dir: str,
+  split: str = "test",
+  use_ten_crop: bool = False,
+) -> dict[str, Any]:
+  """Evaluates `model_path` on `split` of the config's data and writes the reports.
+
+  Returns:
+    The contents of report.json; `ten_crop` is None without `use_ten_crop`.
+  """
+  class_names = list(config.data.class_names)
+  image_size = config.data.image_size
+  classifier = Classifier(model_path)
+  model_size = classifier.input_size()
+  if model_size is not None and model_size != image_size:
+    raise ValueError(
+      f"{model_path} resizes images to {model_size}, but config.data.image_size is "
+      f"{image_size}. Is --config the config the model was trained with?"
+    )
+  data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
+  images = select_split(data, split)
+  batch_size = config.schedule.batch_size
+  predictions = {"plain": predict_split(classifier, images, len(class_names), batch_size)}
+  if use_ten_crop:
+    predictions["ten_crop"] = predict_split(
+      classifier, images, len(class_names), batch_size, crop_size=image_size
+    )
+
+  report: dict[str, Any] = {
+    "model": model_path,
+    "model_format": classifier.format,
+    "config": config.name,
+    "data": data.source,
+    "split": split,
+    "num_images": len(images),
+    "class_names": class_names,
+    "plain": None,
+    "ten_crop": None,
+  }
+  texts = []
+  written = []
+  for name, probabilities in predictions.items():
+    result = build_report(images.labels, probabilities, class_names)
+    if name == "ten_crop":
+      result["resize_size"] = ten_crop_resize_size(image_size)
+      result["crop_size"] = image_size
+    report[name] = result
+    heading = "Plain" if name == "plain" else "Ten-crop"
+    texts.append(f"{heading} ({split}, {len(images)} images)\n")
+    texts.append(classification_report_text(images.labels, probabilities, class_names))
+    figure_name = "confusion_matrix.png" if name == "plain" else f"confusion_matrix_{name}.png"
+    figure = figures.confusion_matrix_figure(
+      result["confusion_matrix"],
+      class_names,
+      f"{heading}: {split}, accuracy {result['accuracy']:.4f}, macro F1 {result['f1_macro']:.4f}",
+    )
+    written.append(figures.write_figure(os.path.join(output_dir, figure_name), figure))
+  text = "\n".join(texts)
+  io_utils.write_text(os.path.join(output_dir, TEXT_REPORT_FILE), text)
+  io_utils.write_json(os.path.join(output_dir, REPORT_FILE), report)
+  written += [os.path.join(output_dir, TEXT_REPORT_FILE), os.path.join(output_dir, REPORT_FILE)]
+  logging.info("%s", summary_table(report))
+  logging.info("Classification report:\n%s", text)
+  logging.info("Wrote:\n%s", "\n".join(written))
+  return report
+
+
+def _define_flags() -> None:
+  """Defined only when run as a command, so tests can import this module
+  beside other tools that define flags of the same names."""
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file(
+    "config", None, "Emotion config file and variant: configs/emotion.py:quick.", lock_config=True
+  )
+  flags.DEFINE_string("model", None, "A .keras checkpoint or a SavedModel export directory.")
+  flags.DEFINE_enum("split", "test", list(SPLITS), "Split of the config's data to evaluate.")
+  flags.DEFINE_bool("ten_crop", False, "Also evaluate with ten-crop test-time augmentation.")
+  flags.DEFINE_string("output", None, "Directory for the reports.")
+  flags.mark_flags_as_required(["config", "model", "output"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  values = flags.FLAGS
+  evaluate(values.model, values.config, values.output, values.split, values.ten_crop)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
