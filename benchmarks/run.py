@@ -171,8 +171,7 @@ def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
     config = emotion_config.get_config()
     config.data.image_size = size
     config.schedule.batch_size = batch
-    if options["jit_compile"] != "auto":
-      config.training.jit_compile = options["jit_compile"] == "true"
+    config.training.jit_compile = options["jit_compile"]
     policy = runtime.resolve_dtype_policy(options["mixed_precision"])
     model = emotion.build_model(config, policy)
     emotion.compile_model(model, config, steps, policy)
@@ -236,8 +235,7 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   config.data.synthetic.num_validation_identities = 2
   config.data.synthetic.image_size = options["size"]
   config.schedule.batch_size = options["batch_size"]
-  if options["jit_compile"] != "auto":
-    config.training.jit_compile = options["jit_compile"] == "true"
+  config.training.jit_compile = options["jit_compile"]
   data = deepfake_data.load(config)
   weights = deepfake_data.class_weights(data.train.labels)
   dataset = deepfake_data.make_dataset(data.train, config, training=True, weights=weights)

@@ -96,7 +96,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.training = ml_collections.ConfigDict()
   # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU.
   config.training.mixed_precision = "auto"
-  config.training.jit_compile = False  # XLA for the train step.
+  # XLA for the train step: auto (on GPUs and TPUs, not CPUs), True or False.
+  config.training.jit_compile = "auto"
+  # auto (all local GPUs when several), none, mirrored, multi_worker (TF_CONFIG)
+  # or tpu; schedule.batch_size is the global batch over all replicas.
+  config.training.distribution = "auto"
   # Deterministic TF ops (tf.config.experimental.enable_op_determinism): with
   # the same seed, reruns on the same machine give identical metrics; slower
   # on GPUs, where some kernels lose their fast non-deterministic paths.

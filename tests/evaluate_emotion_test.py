@@ -11,7 +11,7 @@ from configs import emotion as emotion_config
 from input_pipeline import emotion_data
 from input_pipeline.fer2013 import DataError, LabelledImages
 from tools import evaluate_emotion
-from training import emotion, figures, io_utils
+from training import emotion, emotion_inference, figures, io_utils
 from training.export import export_image_classifier
 
 
@@ -106,7 +106,7 @@ def test_plain_predictions_are_the_models(tiny_model):
   split = LabelledImages(
     np.random.default_rng(0).integers(0, 256, (5, 24, 24, 1), dtype=np.uint8), np.zeros(5, int)
   )
-  classifier = evaluate_emotion.Classifier(checkpoint)
+  classifier = emotion_inference.Classifier(checkpoint)
   probabilities = evaluate_emotion.predict_split(classifier, split, 7, batch_size=2)
   direct = classifier.model.predict(np.repeat(split.images, 3, axis=-1), verbose=0)
   np.testing.assert_allclose(probabilities, direct, rtol=1e-5, atol=1e-6)
@@ -135,9 +135,9 @@ def test_validation_split_without_ten_crop(tiny_model, tmp_path):
 def test_bad_model_paths_and_configs_are_clear_errors(tiny_model, tmp_path):
   config, checkpoint, _ = tiny_model
   with pytest.raises(FileNotFoundError, match="nowhere.keras"):
-    evaluate_emotion.Classifier(str(tmp_path / "nowhere.keras"))
+    emotion_inference.Classifier(str(tmp_path / "nowhere.keras"))
   with pytest.raises(ValueError, match="neither a .keras file nor a SavedModel"):
-    evaluate_emotion.Classifier(str(tmp_path))
+    emotion_inference.Classifier(str(tmp_path))
   wrong = emotion_config.get_config("tiny")
   wrong.data.image_size = 20
   with pytest.raises(ValueError, match="resizes images to 16, but config.data.image_size is 20"):

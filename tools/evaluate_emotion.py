@@ -34,23 +34,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 from sklearn import metrics as sk_metrics
 
-# Importing `augment` registers the custom layers that .keras files hold.
-from input_pipeline import augment, emotion_data
+from input_pipeline import emotion_data
 from input_pipeline.fer2013 import DataError, LabelledImages
 from training import figures, io_utils
+from training.emotion_inference import Classifier
 
 SPLITS = ("test", "validation")
 # Crop side / resized side for ten-crop: 224/256, the ImageNet evaluation convention.
 CROP_FRACTION = 0.875
 NUM_CROPS = 10
-SERVING_SIGNATURE = "serving_default"  # As `training.export.export_image_classifier` names it.
 REPORT_FILE = "report.json"
 TEXT_REPORT_FILE = "classification_report.txt"
 
@@ -101,60 +99,6 @@ def resize_and_ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
   resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
   crops = ten_crop(resized, crop_size)
   return tf.reshape(crops, [-1, crop_size, crop_size, images.shape[-1]])
-
-
-class Classifier:
-  """uint8 images -> class probabilities, from a `.keras` file or a SavedModel.
-
-  Both take uint8 `[batch, height, width, 3]` of any size and do their own
-  resizing and normalisation, so they are fed the same batches.
-  """
-
-  def __init__(self, path: str):
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"--model={path!r} does not exist.")
-    self.path = path
-    if os.path.isfile(path) and path.endswith(".keras"):
-      self.format = "keras"
-      self.model = keras.saving.load_model(path, compile=False)
-    elif os.path.isdir(path) and tf.saved_model.contains_saved_model(path):
-      self.format = "saved_model"
-      self.model = tf.saved_model.load(path)  # Kept: the signature needs its variables.
-      if SERVING_SIGNATURE not in self.model.signatures:
-        raise ValueError(
-          f"SavedModel {path} has no {SERVING_SIGNATURE!r} signature; it has "
-          f"{sorted(self.model.signatures)}. Expected an export of the emotion model."
-        )
-      self.signature = self.model.signatures[SERVING_SIGNATURE]
-      inputs = self.signature.structured_input_signature[1]
-      if set(inputs) != {"images"}:
-        raise ValueError(
-          f"SavedModel {path}: {SERVING_SIGNATURE!r} takes {sorted(inputs)}; expected "
-          "'images' (uint8 [batch, height, width, channels]), as the emotion export has."
-        )
-    else:
-      raise ValueError(
-        f"--model={path!r} is neither a .keras file nor a SavedModel directory "
-        "(one holding saved_model.pb, e.g. runs/<name>/export/1)."
-      )
-
-  def input_size(self) -> int | None:
-    """The side the model resizes images to, when it can be read (Keras only)."""
-    if self.format != "keras":
-      return None
-    for layer in self.model.layers:
-      if isinstance(layer, augment.ImagePreprocessor):
-        return layer.image_size
-    return None
-
-  def predict(self, images: tf.data.Dataset) -> np.ndarray:
-    """Probabilities `[n, classes]` (float64) for a dataset of uint8 image batches."""
-    if self.format == "keras":
-      probabilities = self.model.predict(images, verbose=0)
-    else:
-      batches = [self.signature(images=batch)["probabilities"].numpy() for batch in images]
-      probabilities = np.concatenate(batches)
-    return np.asarray(probabilities, np.float64)
 
 
 def predict_split(

@@ -57,6 +57,11 @@ def best_value(rows: Sequence[dict[str, str]], column: str, mode: str) -> float 
   return max(values) if mode == "max" else min(values)
 
 
+def current_iteration(model: keras.Model) -> int:
+  """The optimizer's step count (a plain or a distributed variable)."""
+  return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
 def current_learning_rate(model: keras.Model) -> float:
   """The learning rate the optimizer applies at its current iteration."""
   return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
@@ -102,7 +107,7 @@ class MetricsCsvLogger(keras.callbacks.Callback):
         f"Epoch {epoch + 1} ended without the metrics {missing}; metrics.csv "
         "needs train and validation values for every row."
       )
-    iteration = int(self.model.optimizer.iterations)
+    iteration = current_iteration(self.model)
     row: dict[str, Any] = {
       "iteration": iteration,
       "epoch": (
@@ -165,14 +170,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     return value > self.best if self.mode == "max" else value < self.best
 
   def _save(self) -> None:
-    iteration = int(self.model.optimizer.iterations)
+    iteration = current_iteration(self.model)
     io_utils.save_model(self.model, self.path.format(iteration=iteration))
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-    if (
-      self.every_n_iterations
-      and int(self.model.optimizer.iterations) % self.every_n_iterations == 0
-    ):
+    if self.every_n_iterations and current_iteration(self.model) % self.every_n_iterations == 0:
       self._save()
 
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -205,7 +207,7 @@ def restore_training_state(model: keras.Model, path: str) -> int:
       f"Cannot resume from {path}: it does not match the model of this config "
       f"({error}). Use a new --workdir, or delete the checkpoint to start over."
     ) from error
-  return int(model.optimizer.iterations)
+  return current_iteration(model)
 
 
 class ValidationPlateau(keras.callbacks.Callback):
@@ -292,7 +294,7 @@ class ValidationPlateau(keras.callbacks.Callback):
       )
       learning_rate = new_rate
     if self.should_stop(learning_rate):
-      iteration = int(self.model.optimizer.iterations)
+      iteration = current_iteration(self.model)
       logging.info("Stopping at iteration %d: %s.", iteration, self.stop_reason)
       self.model.stop_training = True
 
@@ -315,7 +317,7 @@ class StopAtIteration(keras.callbacks.Callback):
     self.max_iterations = max_iterations
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-    if int(self.model.optimizer.iterations) >= self.max_iterations:
+    if current_iteration(self.model) >= self.max_iterations:
       self.model.stop_training = True
 
 
@@ -331,7 +333,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     loss = (logs or {}).get("loss")
     if loss is not None and not np.isfinite(loss):
       raise FloatingPointError(
-        f"Loss became {loss} at iteration {int(self.model.optimizer.iterations)}; "
+        f"Loss became {loss} at iteration {current_iteration(self.model)}; "
         "training stopped. The checkpoints hold the last good state; lower "
         "the learning rate or check the data before resuming."
       )

@@ -33,8 +33,8 @@ from input_pipeline import deepfake_data
 from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
+from training import distribution, io_utils, runtime, summaries
 from training import export as export_lib
-from training import io_utils, runtime, summaries
 from training import metrics as metrics_lib
 
 MONITOR = "val_loss"
@@ -98,7 +98,7 @@ def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy:
       metrics_lib.WeightedPrecision(2, name="precision"),
       metrics_lib.WeightedF1(2, name="f1"),
     ],
-    jit_compile=config.training.jit_compile,
+    jit_compile=runtime.resolve_jit_compile(config.training.jit_compile),
   )
 
 
@@ -147,7 +147,7 @@ class AttentionSnapshots(keras.callbacks.Callback):
     maps = keras.ops.convert_to_numpy(outputs["spatial_attention"])
     fake_probability = keras.ops.convert_to_numpy(outputs["probabilities"])[:, 1]
     panels = [overlay_attention(clip, m) for clip, m in zip(self.clips, maps, strict=True)]
-    iteration = int(self.model.optimizer.iterations)
+    iteration = callbacks_lib.current_iteration(self.model)
     path = os.path.join(self.png_dir, f"it{iteration:06d}.png")
     image = np.concatenate(panels, 0)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -214,22 +214,30 @@ def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains the detector; returns the best validation loss, its iteration and the export."""
-  paths = runtime.start_run(config, workdir)
+  run = runtime.start_run(config, workdir)
+  paths = run.paths
   schedule = config.schedule
 
   data = deepfake_data.load(config)
   weights = deepfake_data.class_weights(data.train.labels)
   logging.info("Class weights from the training labels: %s", weights)
-  train_ds = deepfake_data.make_dataset(data.train, config, training=True, weights=weights)
-  val_ds = deepfake_data.make_dataset(data.validation, config, training=False)
+  train_ds = distribution.shard_by_data(
+    deepfake_data.make_dataset(data.train, config, training=True, weights=weights)
+  )
+  keep = distribution.evaluation_count(len(data.validation), run.strategy, "validation")
+  validation = data.validation.subset(np.arange(keep))
+  val_ds = deepfake_data.make_dataset(validation, config, training=False)
+  val_ds = distribution.shard_by_data(val_ds)
 
   policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
-  model = build_model(config, policy)
-  compile_model(model, config, policy)
-  iteration = callbacks_lib.restore_training_state(model, paths.last_checkpoint)
+  with run.scope():
+    model = build_model(config, policy)
+    runtime.prepare_model_for_strategy(model, run.strategy)
+    compile_model(model, config, policy)
+    iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
   if iteration:
-    logging.info("Resuming from %s at iteration %d.", paths.last_checkpoint, iteration)
-  history = callbacks_lib.rows_up_to(paths.metrics, iteration)
+    logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
+  history = callbacks_lib.rows_up_to(run.resume.metrics, iteration)
   on_plateau = schedule.learning_rate_schedule == "plateau"
   # A cosine schedule sets the rate itself (from 0 when it warms up) and ends
   # at max_iterations: only early stopping applies.
@@ -317,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not finished and done_in_round:
     # Finish the interrupted round so that validations stay on the cadence.
     fit(steps_per_epoch=schedule.validation_interval - done_in_round, epochs=1)
-    iteration = int(model.optimizer.iterations)
+    iteration = callbacks_lib.current_iteration(model)
     finished = model.stop_training or iteration >= schedule.max_iterations
   if not finished:
     fit(
@@ -330,6 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_row = min(rows, key=lambda r: float(r[MONITOR]))
   summary: dict[str, Any] = {
     "best_val_loss": float(best_row[MONITOR]),
+    "replicas": run.strategy.num_replicas_in_sync,
     "best_val_roc_auc": float(best_row["val_roc_auc"]),
     "best_iteration": int(best_row["iteration"]),
     "final_iteration": int(rows[-1]["iteration"]),

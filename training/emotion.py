@@ -24,10 +24,11 @@ from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
 from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
+from input_pipeline.fer2013 import LabelledImages
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
+from training import distribution, io_utils, runtime, summaries
 from training import export as export_lib
-from training import io_utils, runtime, summaries
 from training import metrics as metrics_lib
 
 BEST_METRIC = "val_accuracy"
@@ -104,7 +105,7 @@ def compile_model(
       metrics_lib.WeightedPrecision(num_classes, name="precision"),
       metrics_lib.WeightedF1(num_classes, name="f1"),
     ],
-    jit_compile=config.training.jit_compile,
+    jit_compile=runtime.resolve_jit_compile(config.training.jit_compile),
     steps_per_execution=config.training.steps_per_execution,
   )
 
@@ -199,7 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     A summary: the best validation accuracy, its epoch, the test report (or
     None without a test split) and the export path (or None).
   """
-  paths = runtime.start_run(config, workdir)
+  run = runtime.start_run(config, workdir)
+  paths = run.paths
 
   data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
   batch_size = config.schedule.batch_size
@@ -210,14 +212,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"(config.schedule.batch_size={batch_size})."
     )
   num_classes = len(config.data.class_names)
-  train_ds = emotion_data.make_dataset(data.train, batch_size, num_classes, True, config.seed)
-  val_ds = emotion_data.make_dataset(data.validation, batch_size, num_classes, False, config.seed)
+  keep = distribution.evaluation_count(len(data.validation), run.strategy, "validation")
+  validation = LabelledImages(data.validation.images[:keep], data.validation.labels[:keep])
+  train_ds, val_ds = (
+    distribution.shard_by_data(
+      emotion_data.make_dataset(split, batch_size, num_classes, training, config.seed)
+    )
+    for split, training in ((data.train, True), (validation, False))
+  )
 
   policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
-  model = build_model(config, policy)
-  compile_model(model, config, steps_per_epoch, policy)
-  initial_epoch = restore_last_checkpoint(model, paths.last_checkpoint, steps_per_epoch)
-  done_rows = callbacks_lib.rows_up_to(paths.metrics, initial_epoch * steps_per_epoch)
+  with run.scope():
+    model = build_model(config, policy)
+    runtime.prepare_model_for_strategy(model, run.strategy)
+    compile_model(model, config, steps_per_epoch, policy)
+    initial_epoch = restore_last_checkpoint(model, run.resume.last_checkpoint, steps_per_epoch)
+  done_rows = callbacks_lib.rows_up_to(run.resume.metrics, initial_epoch * steps_per_epoch)
   logging.info(
     "Training %s (%s, %d parameters) for %d epochs of %d steps, from epoch %d.",
     model.name,
@@ -257,6 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_row = max(rows, key=lambda r: float(r[BEST_METRIC]))
   summary: dict[str, Any] = {
     "best_val_accuracy": float(best_row[BEST_METRIC]),
+    "replicas": run.strategy.num_replicas_in_sync,
     "best_epoch": int(best_row["epoch"]),
     "test": None,
     "export": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -10,7 +11,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from training import io_utils, summaries
+from training import distribution, io_utils, summaries
 from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
@@ -57,19 +58,54 @@ def resolve_verbose(setting: str | int) -> int:
   raise ValueError(f"config.logging.verbose={setting!r}; expected 'auto', 0, 1 or 2.")
 
 
-def start_run(config: ml_collections.ConfigDict, workdir: str) -> RunPaths:
-  """Creates `workdir`, writes the resolved config there and seeds every RNG.
+def resolve_jit_compile(setting: bool | str) -> bool | str:
+  """`config.training.jit_compile`: True, False, or 'auto' (Keras: XLA on GPUs and TPUs only)."""
+  text = str(setting).strip().lower()
+  if text in ("auto", "true", "false"):
+    return {"auto": "auto", "true": True, "false": False}[text]
+  raise ValueError(f"config.training.jit_compile={setting!r}; expected auto, true or false.")
 
-  With `config.training.deterministic`, TensorFlow's ops are made
-  deterministic too. That switch is process-wide and cannot be turned off
-  again, so it belongs to a process that runs one training job.
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a trainer needs to know about where it runs."""
+
+  paths: RunPaths  # Where this process writes (the run directory for the chief).
+  resume: RunPaths  # The chief's run directory: checkpoints and metrics to resume from.
+  strategy: tf.distribute.Strategy
+
+  def scope(self):
+    """Variables (model, optimizer, metrics) are created in this scope."""
+    return self.strategy.scope()
+
+
+def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Sets up the strategy, writes the resolved config and seeds every RNG.
+
+  The strategy comes first: MultiWorkerMirroredStrategy must be created
+  before other TensorFlow work. With `config.training.deterministic`,
+  TensorFlow's ops are made deterministic too. That switch is process-wide
+  and cannot be turned off again, so it belongs to a process that runs one
+  training job.
   """
-  paths = RunPaths(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  strategy = distribution.make_strategy(config.training.distribution)
+  paths = RunPaths(distribution.output_dir(workdir, strategy))
+  os.makedirs(paths.workdir, exist_ok=True)
   io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
   summaries.write_config_text(paths.tensorboard_images, config)
   keras.utils.set_random_seed(config.seed)
   if config.training.deterministic:
     tf.config.experimental.enable_op_determinism()
     logging.info("Deterministic ops enabled (seed %d).", config.seed)
-  return paths
+  return Run(paths, RunPaths(workdir), strategy)
+
+
+def prepare_model_for_strategy(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+  """With several replicas, BatchNorm uses the statistics of the global batch."""
+  if strategy.num_replicas_in_sync > 1:
+    changed = distribution.synchronize_batch_norm(model)
+    logging.info(
+      "%d replicas: %d BatchNormalization layers synchronised.",
+      strategy.num_replicas_in_sync,
+      changed,
+    )

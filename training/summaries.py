@@ -27,6 +27,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 from PIL import Image
 
+from training import callbacks as callbacks_lib
 from training import figures
 from training import metrics as metrics_lib
 
@@ -98,7 +99,7 @@ class AugmentedSamples(keras.callbacks.Callback):
 
   def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
     augmented = np.asarray(self.augment(self.images))
-    step = int(self.model.optimizer.iterations)
+    step = callbacks_lib.current_iteration(self.model)
     writer = tf.summary.create_file_writer(self.log_dir)
     with recording(writer):
       tf.summary.image(
@@ -167,7 +168,7 @@ class ValidationFigures(keras.callbacks.Callback):
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
-    step = int(self.model.optimizer.iterations)
+    step = callbacks_lib.current_iteration(self.model)
     images = {}
     confusion_metric = find_metric(self.model, metrics_lib.WeightedF1)
     if confusion_metric is not None:

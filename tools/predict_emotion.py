@@ -1,0 +1,100 @@
+r"""Emotion of every face in photos, with annotated copies.
+
+  python -m tools.predict_emotion --model=runs/emotion_quick/checkpoints/best.keras \
+      --images=photo.jpg,photos/ --output=predictions/ [--crop=scale --scale=1.3 ...]
+  python -m tools.predict_emotion --model=runs/emotion_quick/export/1 \
+      --images=fer_faces/ --output=predictions/ --no_face_detection
+
+`--model` is a `.keras` checkpoint or a SavedModel export. Folders are
+searched recursively for image files. Every face MTCNN finds above
+`--min_confidence` is cropped (the face flags of `tools.score_videos`; the
+default `scale` crop of 1.3 x the box matches the FER2013 framing) and
+classified; `--no_face_detection` classifies each whole image, for images that
+are face crops already. Crops are made grayscale first, as FER2013 is
+(`--nograyscale` for a model trained on colour faces).
+
+Writes to `--output`: `predictions.csv` and `predictions.json` (one row per
+face: image, face index, box x/y/width/height, detector confidence, emotion,
+its probability, `p_<class>` for every class; an image without a face or that
+cannot be decoded gets one row with status `no_face` or `unreadable`, and a
+warning) and `annotated/<path>.jpg` (each image with its boxes and captions;
+a folder's images keep their path from the folder's parent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+# Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags, logging
+
+from input_pipeline import face_detection
+from input_pipeline.labels import EMOTION_CLASSES
+from tools import face_flags
+from training import emotion_inference
+
+
+def _define_flags() -> None:
+  """Defined only when run as a command, so that modules importing this one
+  (tests, other tools) do not collide on flag names."""
+  flags.DEFINE_string("model", None, "A .keras checkpoint or a SavedModel export directory.")
+  flags.DEFINE_list("images", None, "Image files and/or folders of images (recursive).")
+  flags.DEFINE_string("output", None, "Folder for predictions.csv/.json and annotated/.")
+  flags.DEFINE_bool("no_face_detection", False, "Classify each whole image as one face crop.")
+  flags.DEFINE_bool("grayscale", True, "Grayscale crops, as FER2013 is; off for colour models.")
+  flags.DEFINE_integer("batch_size", 32, "Face crops per model call.")
+  face_flags.define_flags()
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  values = flags.FLAGS
+  items = emotion_inference.expand_images(values.images)
+  if not items:
+    raise app.UsageError(f"No image files in --images={','.join(values.images)}.")
+  classifier = emotion_inference.Classifier(values.model)
+  detector = None
+  if not values.no_face_detection:
+    detector = face_detection.FaceDetector(face_flags.detector_settings())
+  crop = face_flags.crop_settings()
+  rows = emotion_inference.predict_images(
+    items,
+    classifier,
+    detector,
+    crop,
+    EMOTION_CLASSES,
+    values.output,
+    batch_size=values.batch_size,
+    grayscale=values.grayscale,
+  )
+  metadata = {
+    "model": values.model,
+    "model_format": classifier.format,
+    "class_names": list(EMOTION_CLASSES),
+    "face_detection": detector is not None,
+    "detector": dataclasses.asdict(face_flags.detector_settings()) if detector else None,
+    "crop": dataclasses.asdict(crop) if detector else None,
+    "grayscale": values.grayscale,
+    "num_images": len(items),
+  }
+  emotion_inference.write_rows(values.output, rows, metadata)
+  counts = emotion_inference.image_status_counts(rows)
+  logging.info(
+    "%d faces in %d images (%s). Wrote %s, %s and %s/.",
+    sum(r["face"] is not None for r in rows),
+    len(items),
+    ", ".join(f"{n} {s}" for s, n in counts.items()),
+    os.path.join(values.output, emotion_inference.PREDICTIONS_CSV),
+    os.path.join(values.output, emotion_inference.PREDICTIONS_JSON),
+    os.path.join(values.output, emotion_inference.ANNOTATED_DIR),
+  )
+
+
+if __name__ == "__main__":
+  _define_flags()
+  flags.mark_flags_as_required(["model", "images", "output"])
+  app.run(main)
