@@ -164,9 +164,17 @@ class AttentionSnapshots(keras.callbacks.Callback):
     self.writer.flush()
 
 
+def _first_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigDict) -> np.ndarray:
+  """Four training clips (evaluation-mode sampling, from a dataset of their own: an
+  iterator over the training dataset would advance its seeded shuffle)."""
+  head = videos.subset(np.arange(min(4, len(videos))))
+  clips, _ = next(iter(deepfake_data.make_dataset(head, config, training=False)))
+  return clips.numpy()[:4]
+
+
 def _frame_augmenter(model: keras.Model):
-  """uint8 clips -> their frames as uint8 after the model's training-mode augmentation."""
-  augment = model.get_layer("augment")
+  """uint8 clips -> their frames as uint8 after (a copy of) the model's training augmentation."""
+  augment = summaries.detached_copy(model.get_layer("augment"))
 
   def frames(clips: np.ndarray) -> np.ndarray:
     augmented = keras.ops.convert_to_numpy(augment(clips, training=True)).astype(np.float32)
@@ -279,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_interval),
     summaries.AugmentedSamples(
       paths.tensorboard_images,
-      next(iter(train_ds))[0].numpy()[:4],
+      _first_clips(data.train, config),
       _frame_augmenter(model),
       columns=config.data.num_frames,
     ),

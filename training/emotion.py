@@ -18,7 +18,6 @@ from typing import Any
 import keras
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import logging
 from sklearn import metrics as sk_metrics
 
@@ -110,14 +109,22 @@ def compile_model(
   )
 
 
-def _first_images(dataset: tf.data.Dataset, count: int) -> np.ndarray:
-  images, _ = next(iter(dataset))
-  return images.numpy()[:count]
+def _first_images(split: LabelledImages, config: ml_collections.ConfigDict) -> np.ndarray:
+  """The first training images as the model receives them.
+
+  From an evaluation-mode dataset of its own: an iterator over the training
+  dataset would advance its seeded shuffle and change the run's data order.
+  """
+  count = min(32, len(split))
+  head = LabelledImages(split.images[:count], split.labels[:count])
+  num_classes = len(config.data.class_names)
+  images, _ = next(iter(emotion_data.make_dataset(head, count, num_classes, False, config.seed)))
+  return images.numpy()
 
 
 def _augmenter(model: keras.Model):
-  """uint8 images -> uint8 images after the model's training-mode preprocessing."""
-  preprocess = model.get_layer("preprocess")
+  """uint8 images -> uint8 images after (a copy of) the model's training-mode preprocessing."""
+  preprocess = summaries.detached_copy(model.get_layer("preprocess"))
 
   def augment(images: np.ndarray) -> np.ndarray:
     normalized = keras.ops.convert_to_numpy(preprocess(images, training=True)).astype(np.float32)
@@ -257,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       callbacks_lib.AtomicModelCheckpoint(paths.last_checkpoint),
       keras.callbacks.TensorBoard(paths.tensorboard, update_freq=tensorboard_freq),
       summaries.AugmentedSamples(
-        paths.tensorboard_images, _first_images(train_ds, 32), _augmenter(model)
+        paths.tensorboard_images, _first_images(data.train, config), _augmenter(model)
       ),
       summaries.ValidationFigures(paths.tensorboard_images, config.data.class_names),
     ],

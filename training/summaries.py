@@ -77,6 +77,15 @@ def figure_to_array(figure: Figure) -> np.ndarray:
   return _png_to_array(figures.figure_to_png_bytes(figure, dpi=90))
 
 
+def detached_copy(layer: keras.layers.Layer, seed: int = 0) -> keras.layers.Layer:
+  """A copy of an augmentation layer with its own seed.
+
+  Drawing the TensorBoard samples through the model's own layer would advance
+  its random stream, so logging would change what the run trains on.
+  """
+  return type(layer).from_config({**layer.get_config(), "seed": seed})
+
+
 class AugmentedSamples(keras.callbacks.Callback):
   """At the start of training, a grid of training inputs as the model sees them.
 
