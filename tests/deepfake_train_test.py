@@ -130,7 +130,8 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     deepfake.learning_rate(config)
 
 
-def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad_video", [1, 5])  # read first for TensorBoard samples / by fit
+def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch, bad_video):
   """tf.data's decode error names no file; the trainer finds the file and says so.
 
   `fit` is replaced by a pass over the real training tf.data pipeline, which
@@ -150,7 +151,7 @@ def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch):
       Image.new("RGB", (16, 16), (index * 30, frame * 40, 90)).save(folder / f"{frame}.jpg")
     rows.append(f"v{index},{index % 2},{'train' if index < 6 else 'validation'}")
   (tmp_path / "faces" / "labels.csv").write_text("\n".join(rows) + "\n")
-  bad = tmp_path / "faces" / "v1" / "1.jpg"
+  bad = tmp_path / "faces" / f"v{bad_video}" / "1.jpg"
   bad.write_bytes(b"\xff\xd8 not a jpeg after all")
 
   config = tiny_config(max_iterations=40, validation_interval=20)
@@ -159,5 +160,6 @@ def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch):
   config.data.subset_fraction = 1.0
   config.export.enabled = False
   monkeypatch.setattr(keras.Model, "fit", read_batches)
-  with pytest.raises(deepfake.deepfake_data.DataError, match=r"v1/1\.jpg.*cannot be decoded"):
+  message = rf"v{bad_video}/1\.jpg.*cannot be decoded"
+  with pytest.raises(deepfake.deepfake_data.DataError, match=message):
     deepfake.train_and_evaluate(config, str(tmp_path / "run"))

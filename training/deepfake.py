@@ -18,8 +18,10 @@ multiples of `validation_interval`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -164,6 +166,21 @@ class AttentionSnapshots(keras.callbacks.Callback):
     self.writer.flush()
 
 
+@contextlib.contextmanager
+def naming_bad_frames(*video_sets: deepfake_data.Videos) -> Iterator[None]:
+  """Turns tf.data's decode error, which names no file, into one naming the frame."""
+  try:
+    yield
+  except tf.errors.InvalidArgumentError as error:
+    bad = deepfake_data.find_undecodable_frame(*video_sets)
+    if bad is None:
+      raise
+    raise deepfake_data.DataError(
+      f"Frame {bad[0]!r} cannot be decoded ({bad[1]}); replace or delete it. The "
+      "checkpoints written so far are intact: rerun the command to resume."
+    ) from error
+
+
 def _first_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigDict) -> np.ndarray:
   """Four training clips (evaluation-mode sampling, from a dataset of their own: an
   iterator over the training dataset would advance its seeded shuffle)."""
@@ -258,7 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule.early_stopping_patience,
     history,
   )
-  clips, labels = _snapshot_clips(data.validation, config)
+  with naming_bad_frames(data.train, data.validation):  # Both read frame files.
+    clips, labels = _snapshot_clips(data.validation, config)
+    first_clips = _first_clips(data.train, config)
   callbacks = [
     callbacks_lib.StopOnNonFiniteLoss(),
     callbacks_lib.StopAtIteration(schedule.max_iterations),
@@ -287,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_interval),
     summaries.AugmentedSamples(
       paths.tensorboard_images,
-      _first_clips(data.train, config),
+      first_clips,
       _frame_augmenter(model),
       columns=config.data.num_frames,
     ),
@@ -311,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
 
   def fit(**kwargs: Any) -> None:
-    try:
+    with naming_bad_frames(data.train, data.validation):
       model.fit(
         train_ds,
         validation_data=val_ds,
@@ -320,14 +339,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         shuffle=False,
         **kwargs,
       )
-    except tf.errors.InvalidArgumentError as error:
-      bad = deepfake_data.find_undecodable_frame(data.train, data.validation)
-      if bad is None:
-        raise
-      raise deepfake_data.DataError(
-        f"Frame {bad[0]!r} cannot be decoded ({bad[1]}); replace or delete it. The "
-        "checkpoints written so far are intact: rerun the command to resume."
-      ) from error
 
   done_in_round = iteration % schedule.validation_interval
   if not finished and done_in_round:
