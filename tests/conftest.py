@@ -65,3 +65,21 @@ def write_video(path: str, num_frames: int, size=(64, 48), fps: float = 10.0) ->
     writer.write(np.full((size[1], size[0], 3), (12 * i) % 256, np.uint8))
   writer.release()
   return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+  """(config, .keras checkpoint, SavedModel export) of an untrained tiny emotion model."""
+  from configs import emotion as emotion_config
+  from training import emotion, io_utils
+  from training.export import export_image_classifier
+
+  config = emotion_config.get_config("tiny")
+  model = emotion.build_model(config)
+  root = tmp_path_factory.mktemp("model")
+  checkpoint = str(root / "best.keras")
+  io_utils.save_model(model, checkpoint)
+  export = export_image_classifier(
+    model, str(root / "export" / "1"), config.data.class_names, config.data.image_size
+  )
+  return config, checkpoint, export

@@ -15,12 +15,10 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from configs import emotion as emotion_config
 from input_pipeline import face_detection
 from input_pipeline.face_detection import CropSettings, Face
 from input_pipeline.labels import EMOTION_CLASSES
-from training import emotion, emotion_inference, grad_cam, io_utils
-from training.export import export_image_classifier
+from training import emotion_inference, grad_cam
 
 FFPP_VIDEO = os.path.join(
   REPO_ROOT, "..", "shared", "data", "ffpp_sample", "original_sequences", "youtube", "c23",
@@ -43,22 +41,8 @@ class FakeDetector:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-  """An untrained tiny emotion model, saved as .keras and exported as a SavedModel."""
-  config = emotion_config.get_config("tiny")
-  model = emotion.build_model(config)
-  root = tmp_path_factory.mktemp("model")
-  checkpoint = str(root / "best.keras")
-  io_utils.save_model(model, checkpoint)
-  export = export_image_classifier(
-    model, str(root / "export" / "1"), config.data.class_names, config.data.image_size
-  )
-  return checkpoint, export
-
-
-@pytest.fixture(scope="module")
 def classifier(tiny_model):
-  return emotion_inference.Classifier(tiny_model[0])
+  return emotion_inference.Classifier(tiny_model[1])
 
 
 @pytest.fixture
@@ -156,7 +140,7 @@ def test_tight_crops_of_different_sizes_are_batched_by_size(classifier):
 
 
 def test_checkpoint_and_export_give_the_same_probabilities(tiny_model, classifier):
-  exported = emotion_inference.Classifier(tiny_model[1])
+  exported = emotion_inference.Classifier(tiny_model[2])
   assert exported.format == "saved_model" and classifier.format == "keras"
   images = np.random.default_rng(2).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
   np.testing.assert_allclose(exported(images), classifier(images), rtol=1e-5, atol=1e-6)
@@ -174,7 +158,7 @@ def test_image_lists_are_checked(photos, tmp_path):
 
 
 def test_grad_cam_on_the_emotion_model(tiny_model, classifier):
-  model = emotion_inference.load_keras_model(tiny_model[0])
+  model = emotion_inference.load_keras_model(tiny_model[1])
   assert grad_cam.default_layer(model) == "stage4_block2_out"
   images = np.random.default_rng(3).integers(0, 256, (3, 40, 32, 3), dtype=np.uint8)
   heatmaps, probabilities = grad_cam.grad_cam(model, images, None)
@@ -228,20 +212,20 @@ def test_grad_cam_points_at_the_region_that_drives_the_class(with_logits):
 
 
 def test_grad_cam_errors_are_clear(tiny_model):
-  model = emotion_inference.load_keras_model(tiny_model[0])
+  model = emotion_inference.load_keras_model(tiny_model[1])
   listing = r"Convolution layers: stem_conv, .*, stage4_block2_conv2; default .*: stage4_block2_out"
   with pytest.raises(ValueError, match=rf"no layer 'conv9'\. {listing}"):
     grad_cam.build_grad_model(model, "conv9")
   with pytest.raises(ValueError, match="no \\[b, h, w, c\\] feature map at layer 'avg_pool'"):
     grad_cam.build_grad_model(model, "avg_pool")
   with pytest.raises(ValueError, match="is a SavedModel export.*checkpoints/best.keras"):
-    emotion_inference.load_keras_model(tiny_model[1])
+    emotion_inference.load_keras_model(tiny_model[2])
   with pytest.raises(ValueError, match="class_index=7; the model has 7 classes"):
     grad_cam.grad_cam(model, np.zeros((1, 16, 16, 3), np.uint8), 7)
 
 
 def test_explain_images_writes_one_figure_per_face(photos, tiny_model, tmp_path):
-  model = emotion_inference.load_keras_model(tiny_model[0])
+  model = emotion_inference.load_keras_model(tiny_model[1])
   items = emotion_inference.expand_images([str(photos)])
   detector = FakeDetector({(64, 96): TWO_FACES})
   rows = grad_cam.explain_images(

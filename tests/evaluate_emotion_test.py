@@ -11,22 +11,7 @@ from configs import emotion as emotion_config
 from input_pipeline import emotion_data
 from input_pipeline.fer2013 import DataError, LabelledImages
 from tools import evaluate_emotion
-from training import emotion, emotion_inference, figures, io_utils
-from training.export import export_image_classifier
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-  """An untrained tiny emotion model saved as .keras and exported as a SavedModel."""
-  config = emotion_config.get_config("tiny")
-  model = emotion.build_model(config)
-  root = tmp_path_factory.mktemp("model")
-  checkpoint = str(root / "best.keras")
-  io_utils.save_model(model, checkpoint)
-  export = export_image_classifier(
-    model, str(root / "export" / "1"), config.data.class_names, config.data.image_size
-  )
-  return config, checkpoint, export
+from training import emotion_inference, figures
 
 
 @pytest.fixture(scope="module")
