@@ -78,7 +78,8 @@ def label_from_text(value: object) -> int | None:
   return _LABEL_VALUES.get(str(value).strip().lower())
 
 
-def _parse_label(value: str, row: int, csv_path: str) -> int:
+def parse_label(value: str, row: int, csv_path: str) -> int:
+  """The label of CSV data row `row` (0-based), or a DataError naming the file and line."""
   label = label_from_text(value)
   if label is None:
     raise DataError(f"{csv_path}, line {row + 2}: label {value!r} is not one of 0, 1, REAL, FAKE.")
@@ -120,7 +121,7 @@ def read_labels_csv(csv_path: str, frames_root: str | None = None) -> Videos:
         f"{csv_path}, line {row + 2}: split {record['split']!r} is not train, validation or test."
       )
     names.append(record["video"])
-    labels.append(_parse_label(record["label"], row, csv_path))
+    labels.append(parse_label(record["label"], row, csv_path))
     groups.append(record.get("group") or record["video"])
     splits.append(split)
     paths.append([os.path.join(folder, f) for f in files])

@@ -17,6 +17,7 @@ Crop policies:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -49,6 +50,18 @@ class CropSettings:
         f"crop scale={self.scale} (expected >= 1), margin={self.margin} (expected >= 0), "
         f"size={self.size} (expected >= 8)."
       )
+
+
+def batches_by_shape(arrays: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
+  """Indices of `arrays` in batches of at most `batch_size` arrays of one shape each."""
+  by_shape: dict[tuple[int, ...], list[int]] = {}
+  for index, array in enumerate(arrays):
+    by_shape.setdefault(tuple(array.shape), []).append(index)
+  return [
+    indices[start : start + batch_size]
+    for indices in by_shape.values()
+    for start in range(0, len(indices), batch_size)
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +113,9 @@ class FaceDetector:
     (MTCNN pads mixed sizes to the largest, which wastes time).
     """
     results: list[list[Face]] = [[] for _ in range(len(images))]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for index, image in enumerate(images):
-      by_shape.setdefault(tuple(image.shape), []).append(index)
-    for indices in by_shape.values():
-      for start in range(0, len(indices), self.batch_size):
-        chunk = indices[start : start + self.batch_size]
-        for index, faces in zip(chunk, self._detect_batch([images[i] for i in chunk]), strict=True):
-          results[index] = faces
+    for chunk in batches_by_shape(images, self.batch_size):
+      for index, faces in zip(chunk, self._detect_batch([images[i] for i in chunk]), strict=True):
+        results[index] = faces
     return results
 
   def detect(self, images: np.ndarray | list[np.ndarray]) -> list[Face | None]:

@@ -19,7 +19,7 @@ import re
 
 import pandas as pd
 
-from input_pipeline.deepfake_data import label_from_text
+from input_pipeline.deepfake_data import label_from_text, parse_label
 from input_pipeline.fer2013 import DataError
 from input_pipeline.video_io import list_videos
 
@@ -114,11 +114,7 @@ def _dfdc_labels_csv(csv_path: str, root: str, catalogue: Catalogue) -> None:
   part = os.path.relpath(folder, root).replace(os.sep, "/")
   part = "" if part == "." else f"{part}/"
   for row, record in enumerate(table.to_dict("records")):
-    label = label_from_text(record["label"])
-    if label is None:
-      raise DataError(
-        f"{csv_path}, line {row + 2}: label {record['label']!r}; expected 0, 1, REAL or FAKE."
-      )
+    label = parse_label(record["label"], row, csv_path)
     path = os.path.join(folder, record["filename"])
     if not os.path.isfile(path):
       catalogue.skipped.append((path, f"listed in {csv_path} but absent"))
@@ -352,11 +348,7 @@ def generic_csv(csv_path: str) -> Catalogue:
   folder = os.path.dirname(os.path.abspath(csv_path))
   catalogue = Catalogue([])
   for row, record in enumerate(table.to_dict("records")):
-    label = label_from_text(record["label"])
-    if label is None:
-      raise DataError(
-        f"{csv_path}, line {row + 2}: label {record['label']!r}; expected 0, 1, REAL or FAKE."
-      )
+    label = parse_label(record["label"], row, csv_path)
     split = record.get("split", "").strip().lower()
     if split not in ("", "train", "validation", "test"):
       raise DataError(

@@ -133,7 +133,7 @@ def test_tight_crops_of_different_sizes_are_batched_by_size(classifier):
   crops = [
     rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(20, 16, 3), (9, 30, 3), (20, 16, 3)]
   ]
-  assert emotion_inference.batches_by_shape(crops, 8) == [[0, 2], [1]]
+  assert face_detection.batches_by_shape(crops, 8) == [[0, 2], [1]]
   probabilities = emotion_inference.classify_crops(classifier, crops, batch_size=8)
   one_by_one = np.concatenate([classifier(crop[None]) for crop in crops])
   np.testing.assert_allclose(probabilities, one_by_one, rtol=1e-5, atol=1e-6)

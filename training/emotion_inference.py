@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 
 # Importing `augment` registers the custom layers that .keras files hold.
 from input_pipeline import augment
-from input_pipeline.face_detection import CropSettings, Face, crop_face
+from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
 from training import io_utils
 
@@ -254,18 +254,6 @@ def find_faces(
       result.status = "no_face"
       logging.warning("%s: no face found.", result.source.path)
   return results
-
-
-def batches_by_shape(arrays: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
-  """Indices of `arrays` in batches of at most `batch_size` arrays of one shape each."""
-  by_shape: dict[tuple[int, ...], list[int]] = {}
-  for index, array in enumerate(arrays):
-    by_shape.setdefault(tuple(array.shape), []).append(index)
-  return [
-    indices[start : start + batch_size]
-    for indices in by_shape.values()
-    for start in range(0, len(indices), batch_size)
-  ]
 
 
 def classify_crops(

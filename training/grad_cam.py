@@ -33,7 +33,7 @@ import tensorflow as tf
 from absl import logging
 from matplotlib.figure import Figure
 
-from input_pipeline.face_detection import CropSettings
+from input_pipeline.face_detection import CropSettings, batches_by_shape
 from training import emotion_inference, figures
 
 LOGITS_LAYER = "logits"  # As `keras_models.resnet.build_resnet18` names its pre-softmax layer.
@@ -257,7 +257,7 @@ def explain_images(
       items[start : start + chunk_size], detector, crop, grayscale
     )
     crops = [(image, k, c) for image in chunk for k, c in enumerate(image.crops)]
-    for indices in emotion_inference.batches_by_shape([c for _, _, c in crops], batch_size):
+    for indices in batches_by_shape([c for _, _, c in crops], batch_size):
       batch = np.stack([crops[i][2] for i in indices])
       heatmaps, probabilities = grad_cam(grad, batch, class_index)
       for i, heatmap, p in zip(indices, heatmaps, probabilities, strict=True):
