@@ -39,10 +39,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   # auto: the labels CSV if present, else the synthetic clips when
-  # `labels_csv` is the default; csv | synthetic force one.
+  # `labels_csv` is the default; csv | synthetic | tfrecord force one.
   config.data.source = "auto"
   config.data.labels_csv = deepfake_data.DEFAULT_LABELS_CSV  # video,label[,group][,split]
   config.data.frames_root = ""  # Root of the `video` folders; '' is the CSV's folder.
+  # Shards written by `python -m tools.write_tfrecords` (source=tfrecord).
+  config.data.tfrecord_dir = ""
+  config.data.shuffle_buffer = 256  # Videos in the training shuffle buffer (shards).
   config.data.num_frames = 8  # Frames per clip.
   config.data.image_size = 224  # Frames are resized to image_size x image_size.
   config.data.clip_sampling = "spread"  # Training clips: 'window' or 'spread'.

@@ -35,7 +35,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   # auto: FER2013 at `dir` (folders or CSV) if present, else the synthetic
-  # faces when `dir` is the default; folder | csv | synthetic force one.
+  # faces when `dir` is the default; folder | csv | synthetic force one;
+  # tfrecord reads shards written by `python -m tools.write_tfrecords` at `dir`.
   config.data.source = "auto"
   config.data.dir = (
     emotion_data.DEFAULT_FER2013_DIR
@@ -43,6 +44,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.class_names = list(labels.EMOTION_CLASSES)  # Output order.
   config.data.image_size = 96  # Model input side; images are resized to it.
   config.data.validation_fraction = 0.1  # Carved from train if no val split.
+  # Records in the training shuffle buffer when streaming TFRecord shards
+  # (in memory, the shuffle spans the whole split).
+  config.data.shuffle_buffer = 10_000
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_train = 20000  # Synthetic faces per split.
   config.data.synthetic.num_validation = 2000

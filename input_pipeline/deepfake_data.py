@@ -9,7 +9,9 @@ A data set is a labels CSV plus a frames root. Each CSV row is one video:
   split   train/validation/test (optional; rows without one are split 70/30
           into train and validation by group)
 
-Frames are any image files in the folder, taken in name order. A clip is
+Frames are any image files in the folder, taken in name order. For data sets
+larger than memory, `python -m tools.write_tfrecords` writes the splits as
+TFRecord shards of decoded frames (`source=tfrecord`, see `tfrecords`). A clip is
 `num_frames` frames of one video: for training a random window of consecutive
 frames or random evenly spaced frames (`clip_sampling`), for evaluation the
 same evenly spaced frames every time.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
@@ -28,11 +31,13 @@ from absl import logging
 from sklearn import model_selection
 from sklearn.utils import class_weight
 
-from input_pipeline import synthetic_clips
+from input_pipeline import synthetic_clips, tfrecords
 from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
 
 DEFAULT_LABELS_CSV = "data/deepfake/labels.csv"
+# Columns of a shards directory's `<split>.csv`, one row per record.
+_INDEX_COLUMNS = ("index", "video", "label", "group", "num_frames")
 CLASS_NAMES = ("real", "fake")
 _LABEL_VALUES = {"0": 0, "1": 1, "real": 0, "fake": 1}
 CLIP_SAMPLING = ("window", "spread")
@@ -40,10 +45,12 @@ CLIP_SAMPLING = ("window", "spread")
 
 @dataclasses.dataclass
 class Videos:
-  """A set of videos: frames in memory or as files, with labels and groups.
+  """A set of videos: frames in memory, as files or in shards, with labels and groups.
 
-  Exactly one of `frames` (uint8 `[n, num_frames, h, w, 3]`) and
-  `frame_paths` (per video, its frame files in order) is set.
+  Exactly one of `frames` (uint8 `[n, num_frames, h, w, 3]`), `frame_paths`
+  (per video, its frame files in order) and `records` (the split's TFRecord
+  shards; `record_ids` are these videos' `index` in them and `record_frames`
+  their frame counts) is set.
   """
 
   names: list[str]
@@ -52,6 +59,9 @@ class Videos:
   splits: list[str] | None = None
   frames: np.ndarray | None = None
   frame_paths: list[list[str]] | None = None
+  records: tfrecords.Shards | None = None
+  record_ids: np.ndarray | None = None
+  record_frames: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -65,11 +75,16 @@ class Videos:
       splits=None if self.splits is None else [self.splits[i] for i in indices],
       frames=None if self.frames is None else self.frames[indices],
       frame_paths=None if self.frame_paths is None else [self.frame_paths[i] for i in indices],
+      records=self.records,
+      record_ids=None if self.records is None else self.record_ids[indices],
+      record_frames=None if self.records is None else self.record_frames[indices],
     )
 
   def frame_counts(self) -> np.ndarray:
     if self.frames is not None:
       return np.full(len(self), self.frames.shape[1], np.int32)
+    if self.records is not None:
+      return self.record_frames.astype(np.int32)
     return np.array([len(p) for p in self.frame_paths], np.int32)
 
 
@@ -201,8 +216,10 @@ class DeepfakeData:
 def load(config: ml_collections.ConfigDict) -> DeepfakeData:
   """Loads and splits the videos configured by `config.data`."""
   data = config.data
-  if data.source not in ("auto", "csv", "synthetic"):
-    raise DataError(f"config.data.source={data.source!r}; expected auto, csv or synthetic.")
+  if data.source not in ("auto", "csv", "synthetic", "tfrecord"):
+    raise DataError(
+      f"config.data.source={data.source!r}; expected auto, csv, synthetic or tfrecord."
+    )
   use_synthetic = data.source == "synthetic"
   if data.source == "auto" and not os.path.exists(data.labels_csv):
     if os.path.normpath(data.labels_csv) != os.path.normpath(DEFAULT_LABELS_CSV):
@@ -213,7 +230,9 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
       data.labels_csv,
     )
     use_synthetic = True
-  if use_synthetic:
+  if data.source == "tfrecord":
+    result = _load_shards(data.tfrecord_dir)
+  elif use_synthetic:
     syn = data.synthetic
 
     def make(split: str, count: int) -> Videos:
@@ -269,6 +288,39 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
       data.num_frames,
     )
   return result
+
+
+def _load_shards(directory: str) -> DeepfakeData:
+  """The splits written by `tools.write_tfrecords`: shards plus `<split>.csv` indexes."""
+  if not directory:
+    raise DataError("config.data.source='tfrecord' needs --config.data.tfrecord_dir.")
+  manifest = tfrecords.read_manifest(directory, "deepfake")
+  splits = {}
+  for split, shards in manifest.splits.items():
+    index_csv = os.path.join(directory, f"{split}.csv")
+    if not os.path.isfile(index_csv):
+      raise DataError(f"{index_csv} does not exist; rewrite {directory} (tools.write_tfrecords).")
+    index = pd.read_csv(index_csv, dtype={"video": str, "group": str}, keep_default_na=False)
+    missing = [c for c in _INDEX_COLUMNS if c not in index.columns]
+    if missing or len(index) != shards.count:
+      raise DataError(
+        f"{index_csv}: expected columns {list(_INDEX_COLUMNS)} and {shards.count} rows "
+        f"(manifest count); found {list(index.columns)} and {len(index)} rows."
+      )
+    splits[split] = Videos(
+      names=index["video"].tolist(),
+      labels=index["label"].to_numpy(np.int32),
+      groups=index["group"].to_numpy(object),
+      records=shards,
+      record_ids=index["index"].to_numpy(np.int64),
+      record_frames=index["num_frames"].to_numpy(np.int32),
+    )
+  return DeepfakeData(
+    splits["train"],
+    splits["validation"],
+    splits.get("test"),
+    f"TFRecord shards {directory} ({manifest.encoding}; {manifest.description})",
+  )
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -345,44 +397,155 @@ def make_dataset(
   """
   data = config.data
   size, num_frames = data.image_size, data.num_frames
-  counts = tf.constant(videos.frame_counts())
-  labels = tf.one_hot(videos.labels, 2)
+  if videos.records is not None:
+    dataset, count_of, frames_of, label_of = _from_records(videos, config, training)
+  else:
+    counts = tf.constant(videos.frame_counts())
+    labels = tf.constant(videos.labels)
+    dataset = tf.data.Dataset.range(len(videos))
+    if training:
+      dataset = dataset.repeat().shuffle(max(len(videos), 1), seed=config.seed)
+    frames_of = _frame_loader(videos, size)
+
+    def count_of(video: tf.Tensor) -> tf.Tensor:
+      return counts[video]
+
+    def label_of(video: tf.Tensor) -> tf.Tensor:
+      return labels[video]
+
+  def make_clip(position: tf.Tensor, element) -> tuple[tf.Tensor, ...]:
+    # A stateless seed per stream position: the same clips whatever order the
+    # parallel map runs its calls in (a stateful op would make runs differ).
+    seed = tf.stack([tf.constant(config.seed, tf.int64), position])
+    indices = sample_frame_indices(
+      count_of(element), num_frames, training, data.clip_sampling, seed=seed
+    )
+    clip = tf.ensure_shape(frames_of(element, indices), (num_frames, size, size, 3))
+    label = tf.cast(label_of(element), tf.int32)
+    if weights is None:
+      return clip, tf.one_hot(label, 2)
+    return clip, tf.one_hot(label, 2), tf.gather(tf.constant([weights[0], weights[1]]), label)
+
+  dataset = dataset.enumerate().map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(config.schedule.batch_size, drop_remainder=training)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _frame_loader(videos: Videos, size: int):
+  """`(video, indices) -> uint8 [len(indices), size, size, 3]` for frames in memory or files."""
   if videos.frames is not None:
     frames = tf.constant(videos.frames)
 
     def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
       clip = tf.gather(frames[video], indices)
-      if videos.frames.shape[2] != size:
-        clip = resize_to_uint8(clip, size)
-      return clip
-  else:
-    paths = tf.ragged.constant(videos.frame_paths)
+      return resize_to_uint8(clip, size) if videos.frames.shape[2] != size else clip
 
-    def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-      files = tf.gather(paths[video], indices)
+    return load_frames
+  paths = tf.ragged.constant(videos.frame_paths)
 
-      def decode(path: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return resize_to_uint8(image, size)
+  def decode(path: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return resize_to_uint8(image, size)
 
-      return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
+  def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    files = tf.gather(paths[video], indices)
+    return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
 
-  def make_clip(position: tf.Tensor, video: tf.Tensor) -> tuple[tf.Tensor, ...]:
-    # A stateless seed per stream position: the same clips whatever order the
-    # parallel map runs its calls in (a stateful op would make runs differ).
-    seed = tf.stack([tf.constant(config.seed, tf.int64), position])
-    indices = sample_frame_indices(
-      counts[video], num_frames, training, data.clip_sampling, seed=seed
-    )
-    clip = tf.ensure_shape(load_frames(video, indices), (num_frames, size, size, 3))
-    if weights is None:
-      return clip, labels[video]
-    weight = tf.gather(tf.constant([weights[0], weights[1]]), tf.argmax(labels[video]))
-    return clip, labels[video], weight
+  return load_frames
 
-  dataset = tf.data.Dataset.range(len(videos))
+
+def _from_records(videos: Videos, config: ml_collections.ConfigDict, training: bool):
+  """Parsed records of `videos` from their shards, with the accessors `make_dataset` uses.
+
+  Training repeats the shards and shuffles records through a buffer of
+  `data.shuffle_buffer` videos; evaluation reads them in writing order.
+  Videos not in `videos` (a subset) are filtered out by their `index`.
+  """
+  shards, size = videos.records, config.data.image_size
+  records = tfrecords.read_records(shards, training, config.seed)
   if training:
-    dataset = dataset.repeat().shuffle(max(len(videos), 1), seed=config.seed)
-  dataset = dataset.enumerate().map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(config.schedule.batch_size, drop_remainder=training)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+    records = records.repeat().shuffle(config.data.shuffle_buffer, seed=config.seed)
+  dataset = records.map(tfrecords.parse_video_example, num_parallel_calls=tf.data.AUTOTUNE)
+  if len(videos) < shards.count:
+    wanted = np.zeros(shards.count, bool)
+    wanted[videos.record_ids] = True
+    wanted = tf.constant(wanted)
+    dataset = dataset.filter(lambda parsed: wanted[parsed["index"]])
+  if not training:  # Keras then knows the length of a validation pass.
+    dataset = dataset.take(len(videos))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(videos)))
+
+  def count_of(parsed: dict) -> tf.Tensor:
+    return tf.shape(parsed["frames"].values)[0]
+
+  def decode(data: tf.Tensor) -> tf.Tensor:
+    frame = tfrecords.decode_image(data, shards.image_shape, shards.encoding)
+    return frame if shards.image_shape[0] == size else resize_to_uint8(frame, size)
+
+  def frames_of(parsed: dict, indices: tf.Tensor) -> tf.Tensor:
+    chosen = tf.gather(parsed["frames"].values, indices)
+    return tf.map_fn(decode, chosen, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
+
+  def label_of(parsed: dict) -> tf.Tensor:
+    return parsed["label"]
+
+  return dataset, count_of, frames_of, label_of
+
+
+def shard_records(
+  config: ml_collections.ConfigDict, encoding: str
+) -> tuple[dict[str, tfrecords.SplitRecords], str]:
+  """The splits `load(config)` gives, as records for `tfrecords.write_dataset`.
+
+  Every frame of every video is decoded once (in parallel, by tf.data) and
+  stored at `data.image_size`, so training can still sample any clip.
+
+  Raises:
+    DataError: a frame cannot be decoded (named), or the source is already shards.
+  """
+  if config.data.source == "tfrecord":
+    raise DataError(f"{config.data.tfrecord_dir}: config.data.source='tfrecord' is already shards.")
+  loaded = load(config)
+  splits = {}
+  for name in ("train", "validation", "test"):
+    videos = getattr(loaded, name)
+    if videos is not None:
+      rows: list[dict] = []
+      records = _video_records(videos, config.data.image_size, encoding, rows)
+      splits[name] = tfrecords.SplitRecords(
+        records, (config.data.image_size, config.data.image_size, 3), rows
+      )
+  return splits, loaded.source
+
+
+def _video_records(
+  videos: Videos, size: int, encoding: str, rows: list[dict]
+) -> Iterator[tuple[bytes, int]]:
+  """(serialized record, label) per video; appends each video's index row to `rows`."""
+  counts = tf.constant(videos.frame_counts())
+  frames_of = _frame_loader(videos, size)
+  dataset = tf.data.Dataset.range(len(videos)).map(
+    lambda video: frames_of(video, tf.range(counts[video])),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
+  iterator = iter(dataset.prefetch(2))
+  for index in range(len(videos)):
+    try:
+      frames = next(iterator).numpy()
+    except tf.errors.InvalidArgumentError as error:
+      bad = find_undecodable_frame(videos.subset([index]))
+      where = f"Frame {bad[0]!r} cannot be decoded ({bad[1]})" if bad else str(error)
+      raise DataError(f"{where}; replace or delete it and rerun.") from error
+    encoded = [tfrecords.encode_image(frame, encoding) for frame in frames]
+    label = int(videos.labels[index])
+    rows.append(
+      {
+        "index": index,
+        "video": videos.names[index],
+        "label": label,
+        "group": videos.groups[index],
+        "num_frames": len(frames),
+      }
+    )
+    yield tfrecords.video_example(encoded, label, index), label

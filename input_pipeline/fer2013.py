@@ -100,12 +100,16 @@ def find_split_dirs(root: str) -> dict[str, str]:
   return found
 
 
+# PIL modes read as one grayscale channel; every other mode is read as RGB.
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def _decode(path: str) -> tuple[np.ndarray | None, str]:
   """Decodes one image to uint8 `[h, w, 1 or 3]`; returns (None, reason) on failure."""
   try:
     with Image.open(path) as image:
       image.load()  # Raises on truncated files, which `open` alone does not.
-      grayscale = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+      grayscale = image.mode in GRAYSCALE_MODES
       array = np.asarray(image.convert("L" if grayscale else "RGB"))
   except Exception as error:  # PIL raises many types for bad files.
     return None, f"{type(error).__name__}: {error}"
@@ -114,47 +118,48 @@ def _decode(path: str) -> tuple[np.ndarray | None, str]:
   return array, ""
 
 
+def conform(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+  """Resizes (area interpolation) and widens grayscale to `shape` where they differ."""
+  height, width, channels = shape
+  if image.shape[:2] != (height, width):
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(
+      height, width, image.shape[-1]
+    )
+  if image.shape[-1] != channels:
+    image = np.repeat(image, channels, axis=-1)
+  return image
+
+
+def common_shape(
+  sizes: Sequence[tuple[int, int]], grayscale: Sequence[bool], image_size: int
+) -> tuple[int, int, int]:
+  """The `(h, w, c)` a split is stored at: its own size if all images share one,
+  else `image_size` square; one channel only if every image is grayscale."""
+  shapes = set(sizes)
+  height, width = shapes.pop() if len(shapes) == 1 else (image_size, image_size)
+  return height, width, 1 if all(grayscale) else 3
+
+
 def _stack(arrays: list[np.ndarray], image_size: int, where: str) -> np.ndarray:
   """Stacks decoded images; resizes them to `image_size` if their sizes differ."""
-  shapes = {a.shape[:2] for a in arrays}
-  channels = max(a.shape[-1] for a in arrays)
-  if len(shapes) > 1:
+  sizes = [a.shape[:2] for a in arrays]
+  shape = common_shape(sizes, [a.shape[-1] == 1 for a in arrays], image_size)
+  if len(set(sizes)) > 1:
     logging.info(
       "%s: images have %d different sizes; resizing all to %dx%d.",
       where,
-      len(shapes),
+      len(set(sizes)),
       image_size,
       image_size,
     )
-    arrays = [
-      cv2.resize(a, (image_size, image_size), interpolation=cv2.INTER_AREA).reshape(
-        image_size, image_size, a.shape[-1]
-      )
-      for a in arrays
-    ]
-  if channels == 3:
-    arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in arrays]
-  return np.stack(arrays)
+  return np.stack([conform(a, shape) for a in arrays])
 
 
-def read_image_folder(
-  split_dir: str,
-  class_names: Sequence[str],
-  image_size: int = 96,
-  num_workers: int | None = None,
-) -> LabelledImages:
-  """Reads `split_dir/<class>/*` into memory.
-
-  Args:
-    split_dir: folder with one subfolder per class.
-    class_names: the class list; subfolders match it case-insensitively.
-    image_size: images are resized to this square size only if they do not
-      all have the same size already.
-    num_workers: decoding threads (PIL releases the GIL while decoding).
+def list_image_folder(split_dir: str, class_names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+  """Image files under `split_dir/<class>/` and their class indices, in name order.
 
   Raises:
-    DataError: the folder is missing, holds an unknown class folder, or has no
-      decodable image.
+    DataError: the folder is missing, holds an unknown class folder or no image.
   """
   if not os.path.isdir(split_dir):
     raise DataError(f"Data directory {split_dir!r} does not exist.")
@@ -177,22 +182,57 @@ def read_image_folder(
       f"No images found in {split_dir!r}: expected subfolders "
       f"{list(class_names)} holding image files ({', '.join(IMAGE_EXTENSIONS)})."
     )
+  return paths, np.asarray(class_ids, np.int32)
+
+
+def decode_images(
+  paths: Sequence[str], num_workers: int | None = None
+) -> list[tuple[np.ndarray | None, str]]:
+  """Decodes files in parallel threads (PIL releases the GIL); (None, reason) where one fails."""
   with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count()) as pool:
-    decoded = list(pool.map(_decode, paths))
+    return list(pool.map(_decode, paths))
+
+
+def log_undecodable(where: str, paths: Sequence[str], decoded: Sequence[tuple]) -> None:
+  """Warns with the count and the first few files that could not be decoded."""
   failed = [(p, reason) for p, (a, reason) in zip(paths, decoded, strict=True) if a is None]
   if failed:
     logging.warning(
       "%s: skipped %d of %d files that could not be decoded, e.g. %s",
-      split_dir,
+      where,
       len(failed),
       len(paths),
       "; ".join(f"{p} ({r})" for p, r in failed[:5]),
     )
+
+
+def read_image_folder(
+  split_dir: str,
+  class_names: Sequence[str],
+  image_size: int = 96,
+  num_workers: int | None = None,
+) -> LabelledImages:
+  """Reads `split_dir/<class>/*` into memory.
+
+  Args:
+    split_dir: folder with one subfolder per class.
+    class_names: the class list; subfolders match it case-insensitively.
+    image_size: images are resized to this square size only if they do not
+      all have the same size already.
+    num_workers: decoding threads (PIL releases the GIL while decoding).
+
+  Raises:
+    DataError: the folder is missing, holds an unknown class folder, or has no
+      decodable image.
+  """
+  paths, class_ids = list_image_folder(split_dir, class_names)
+  decoded = decode_images(paths, num_workers)
+  log_undecodable(split_dir, paths, decoded)
   kept = [i for i, (a, _) in enumerate(decoded) if a is not None]
   if not kept:
     raise DataError(f"None of the {len(paths)} image files in {split_dir!r} could be decoded.")
   images = _stack([decoded[i][0] for i in kept], image_size, split_dir)
-  return LabelledImages(images, np.asarray(class_ids, np.int32)[kept])
+  return LabelledImages(images, class_ids[kept])
 
 
 def read_fer2013_csv(

@@ -41,7 +41,7 @@ from absl import app, flags, logging
 from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
-from input_pipeline.fer2013 import DataError, LabelledImages
+from input_pipeline.fer2013 import DataError
 from training import figures, io_utils
 from training.emotion_inference import Classifier
 
@@ -103,7 +103,7 @@ def resize_and_ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
 
 def predict_split(
   classifier: Classifier,
-  split: LabelledImages,
+  split: emotion_data.Split,
   num_classes: int,
   batch_size: int,
   crop_size: int | None = None,
@@ -173,7 +173,7 @@ def classification_report_text(
   )
 
 
-def select_split(data: emotion_data.EmotionData, split: str) -> LabelledImages:
+def select_split(data: emotion_data.EmotionData, split: str) -> emotion_data.Split:
   """The named split of `data`; a clear error when the source has none."""
   if split not in SPLITS:
     raise ValueError(f"split={split!r}; expected one of {list(SPLITS)}.")
@@ -241,15 +241,16 @@ def evaluate(
   }
   texts = []
   written = []
+  true_labels = emotion_data.labels_of(images)
   for name, probabilities in predictions.items():
-    result = build_report(images.labels, probabilities, class_names)
+    result = build_report(true_labels, probabilities, class_names)
     if name == "ten_crop":
       result["resize_size"] = ten_crop_resize_size(image_size)
       result["crop_size"] = image_size
     report[name] = result
     heading = "Plain" if name == "plain" else "Ten-crop"
     texts.append(f"{heading} ({split}, {len(images)} images)\n")
-    texts.append(classification_report_text(images.labels, probabilities, class_names))
+    texts.append(classification_report_text(true_labels, probabilities, class_names))
     figure_name = "confusion_matrix.png" if name == "plain" else f"confusion_matrix_{name}.png"
     figure = figures.confusion_matrix_figure(
       result["confusion_matrix"],

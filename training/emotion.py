@@ -23,7 +23,6 @@ from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
 from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
-from input_pipeline.fer2013 import LabelledImages
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
 from training import distribution, io_utils, runtime, summaries
@@ -109,14 +108,14 @@ def compile_model(
   )
 
 
-def _first_images(split: LabelledImages, config: ml_collections.ConfigDict) -> np.ndarray:
+def _first_images(split: emotion_data.Split, config: ml_collections.ConfigDict) -> np.ndarray:
   """The first training images as the model receives them.
 
   From an evaluation-mode dataset of its own: an iterator over the training
   dataset would advance its seeded shuffle and change the run's data order.
   """
   count = min(32, len(split))
-  head = LabelledImages(split.images[:count], split.labels[:count])
+  head = emotion_data.head(split, count)
   num_classes = len(config.data.class_names)
   images, _ = next(iter(emotion_data.make_dataset(head, count, num_classes, False, config.seed)))
   return images.numpy()
@@ -151,7 +150,7 @@ def restore_last_checkpoint(model: keras.Model, path: str, steps_per_epoch: int)
 
 def evaluate_on_test(
   model: keras.Model,
-  split: emotion_data.LabelledImages,
+  split: emotion_data.Split,
   config: ml_collections.ConfigDict,
 ) -> dict[str, Any]:
   """Accuracy and per-class precision/recall/F1 (scikit-learn) on `split`."""
@@ -161,7 +160,7 @@ def evaluate_on_test(
   )
   probabilities = model.predict(dataset.map(lambda images, _: images), verbose=0)
   predicted = probabilities.argmax(axis=-1)
-  true = split.labels
+  true = emotion_data.labels_of(split)
   indices = list(range(len(class_names)))
   report = sk_metrics.classification_report(
     true,
@@ -220,10 +219,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
   num_classes = len(config.data.class_names)
   keep = distribution.evaluation_count(len(data.validation), run.strategy, "validation")
-  validation = LabelledImages(data.validation.images[:keep], data.validation.labels[:keep])
+  validation = emotion_data.head(data.validation, keep)
   train_ds, val_ds = (
     distribution.shard_by_data(
-      emotion_data.make_dataset(split, batch_size, num_classes, training, config.seed)
+      emotion_data.make_dataset(
+        split, batch_size, num_classes, training, config.seed, config.data.shuffle_buffer
+      )
     )
     for split, training in ((data.train, True), (validation, False))
   )
