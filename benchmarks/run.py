@@ -18,6 +18,10 @@ Sections (`--only`):
             + the `ImagePreprocessor` layer) vs the DataLoader, in images/s,
             and how many times faster than training each one is.
   deepfake  EfficientNetB0 + LSTM training throughput (clips/s).
+  storage   ours only: the training tf.data pipeline reading the same data
+            from each storage: emotion images in memory vs TFRecord shards;
+            deepfake clips (`--deepfake_frames` of `--storage_frames` per
+            video) decoded from JPEG frame files vs shards (raw, png, jpeg).
 
 Each measurement runs in its own process, so its peak memory (RSS of the
 process and its workers; GPU peak where there is a GPU) is its own. Figures
@@ -32,6 +36,7 @@ and optimizer speed, not the end-to-end figure.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gc
 import itertools
 import json
@@ -46,7 +51,8 @@ import numpy as np
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("only", ["port", "emotion", "input", "deepfake"], "Sections to run.")
+flags.DEFINE_list("only", ["port", "emotion", "input", "deepfake", "storage"], "Sections to run.")
+flags.DEFINE_integer("storage_frames", 32, "Frames per video for the storage section.")
 flags.DEFINE_list("emotion_sizes", ["48", "96"], "Emotion image sides to measure.")
 flags.DEFINE_integer("batch_size", 32, "Emotion images per step (both systems).")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, workers starting).")
@@ -254,6 +260,99 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- Reference --------------------------------------------------------------
+
+
+def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
+  """Batches/s of the training pipelines over the same data in each storage."""
+  import tempfile
+
+  import tensorflow as tf
+  from PIL import Image
+
+  from configs import deepfake as deepfake_config
+  from input_pipeline import deepfake_data, emotion_data, tfrecords
+  from input_pipeline.fer2013 import LabelledImages
+
+  def rate(dataset: tf.data.Dataset, items_per_batch: int, batches: int) -> float:
+    iterator = iter(dataset)
+    for _ in range(3):
+      next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    return batches * items_per_batch / (time.perf_counter() - start)
+
+  def write(directory: str, task: str, encoding: str, records: dict, shape: tuple) -> Any:
+    splits = {name: tfrecords.SplitRecords(iter(items), shape) for name, items in records.items()}
+    return tfrecords.write_dataset(directory, task, encoding, splits, ["a"] * 7, "benchmark")
+
+  result: dict[str, Any] = {}
+  batch = options["batch_size"]
+  with tempfile.TemporaryDirectory() as root:
+    images, labels = _emotion_images(NUM_TRAIN_IMAGES)
+    in_memory = LabelledImages(images, labels)
+    records = [
+      (tfrecords.image_example(tfrecords.encode_image(x, "raw"), int(y), i), int(y))
+      for i, (x, y) in enumerate(zip(images, labels, strict=True))
+    ]
+    manifest = write(
+      os.path.join(root, "emotion"),
+      "emotion",
+      "raw",
+      {"train": records, "validation": records},
+      images.shape[1:],
+    )
+    for name, split in (("memory", in_memory), ("shards_raw", manifest.splits["train"])):
+      dataset = emotion_data.make_dataset(split, batch, 7, training=True, seed=0).repeat()
+      result[f"emotion_{name}_images_per_s"] = rate(dataset, batch, options["input_batches"])
+
+    config = deepfake_config.get_config()
+    frames, size = options["frames"], options["size"]
+    config.data.num_frames, config.data.image_size = frames, size
+    config.schedule.batch_size = options["batch_size"]
+    rng = np.random.default_rng(0)
+    paths, num_videos = [], 24
+    for video in range(num_videos):
+      folder = os.path.join(root, "faces", f"v{video}")
+      os.makedirs(folder)
+      paths.append([])
+      for frame in range(options["storage_frames"]):
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8))
+        pixels = np.asarray(coarse.resize((size, size), Image.BILINEAR))
+        paths[-1].append(os.path.join(folder, f"{frame:03d}.jpg"))
+        Image.fromarray(pixels).save(paths[-1][-1], quality=95)
+    videos = deepfake_data.Videos(
+      [f"v{i}" for i in range(num_videos)],
+      np.arange(num_videos, dtype=np.int32) % 2,
+      np.arange(num_videos),
+      frame_paths=paths,
+    )
+    result["deepfake_frame_files_clips_per_s"] = rate(
+      deepfake_data.make_dataset(videos, config, training=True), batch, options["input_batches"]
+    )
+    for encoding in tfrecords.ENCODINGS:
+      rows: list[dict] = []
+      shard_records = list(deepfake_data._video_records(videos, size, encoding, rows))
+      manifest = write(
+        os.path.join(root, f"deepfake_{encoding}"),
+        "deepfake",
+        encoding,
+        {"train": shard_records, "validation": shard_records},
+        (size, size, 3),
+      )
+      on_disk = dataclasses.replace(
+        videos,
+        frame_paths=None,
+        records=manifest.splits["train"],
+        record_ids=np.arange(num_videos),
+        record_frames=np.full(num_videos, options["storage_frames"]),
+      )
+      result[f"deepfake_shards_{encoding}_clips_per_s"] = rate(
+        deepfake_data.make_dataset(on_disk, config, training=True),
+        batch,
+        options["input_batches"],
+      )
+  return result
 
 
 def _torch_device() -> Any:
@@ -555,6 +654,25 @@ def main(argv: list[str]) -> None:
         "",
       )
     )
+
+  if "storage" in FLAGS.only and not FLAGS.model_only:
+    options = {
+      **base,
+      "frames": FLAGS.deepfake_frames,
+      "size": FLAGS.deepfake_size,
+      "storage_frames": FLAGS.storage_frames,
+    }
+    result = run("storage", ours_storage_read, options)
+    base_rate = result["emotion_memory_images_per_s"]
+    for name in ("memory", "shards_raw"):
+      value = result[f"emotion_{name}_images_per_s"]
+      rows.append((f"emotion input from {name}", "images/s", f"{value:.0f}", "", ""))
+    rows[-1] = (*rows[-1][:4], f"x{result['emotion_shards_raw_images_per_s'] / base_rate:.2f}")
+    files = result["deepfake_frame_files_clips_per_s"]
+    for key in ("frame_files", "shards_raw", "shards_png", "shards_jpeg"):
+      value = result[f"deepfake_{key}_clips_per_s"]
+      label = f"deepfake {FLAGS.deepfake_frames}x{FLAGS.deepfake_size}px input from {key}"
+      rows.append((label, "clips/s", f"{value:.1f}", "", f"x{value / files:.2f} vs files"))
 
   header = ("measurement", "figure", "ours (Keras)", "reference (PyTorch)", "ours/reference")
   widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
