@@ -27,8 +27,15 @@ config = emotion_config.get_config("tiny")
 config.training.distribution = "mirrored"
 config.export.enabled = False
 config.schedule.num_epochs = 1
+uneven = config.copy_and_resolve_references()
+uneven.schedule.batch_size = 3
+try:
+  emotion.train_and_evaluate(uneven, sys.argv[1] + "_uneven")
+  error = None
+except ValueError as e:
+  error = str(e)
 summary = emotion.train_and_evaluate(config, sys.argv[1])
-print(json.dumps({"replicas": summary["replicas"]}))
+print(json.dumps({"replicas": summary["replicas"], "error": error}))
 """
 
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
@@ -43,7 +50,9 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     env=_ENV,
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  assert json.loads(done.stdout.strip().splitlines()[-1]) == {"replicas": 2}
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result["replicas"] == 2
+  assert "batch_size=3 does not split over the 2 replicas" in result["error"]
   paths = RunPaths(str(tmp_path))
   rows = callbacks.read_metrics(paths.metrics)
   assert len(rows) == 1 and np.isfinite(float(rows[0]["val_loss"]))

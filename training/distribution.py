@@ -147,6 +147,18 @@ def synchronize_batch_norm(model: keras.Model) -> int:
   return changed
 
 
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+  """The global batch must split evenly over the replicas (an empty or uneven
+  per-replica batch breaks BatchNorm and the frame reshapes)."""
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    raise ValueError(
+      f"config.schedule.batch_size={batch_size} does not split over the {replicas} "
+      f"replicas of {type(strategy).__name__}: the batch size is global, so use a "
+      f"multiple of {replicas} (e.g. {replicas * max(1, round(batch_size / replicas))})."
+    )
+
+
 def evaluation_count(count: int, strategy: tf.distribute.Strategy, what: str) -> int:
   """How many evaluation examples to keep so every replica gets some of every batch.
 
@@ -168,7 +180,12 @@ def evaluation_count(count: int, strategy: tf.distribute.Strategy, what: str) ->
 
 
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """Each worker keeps every N-th element (our datasets come from memory, not files)."""
+  """Each worker keeps every N-th element.
+
+  DATA rather than FILE sharding: most of our datasets come from memory, and
+  shards rarely divide evenly over workers; with TFRecord shards each worker
+  reads every shard and keeps its share.
+  """
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   return dataset.with_options(options)

@@ -89,6 +89,7 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   training job.
   """
   strategy = distribution.make_strategy(config.training.distribution)
+  distribution.check_batch_size(config.schedule.batch_size, strategy)
   paths = RunPaths(distribution.output_dir(workdir, strategy))
   os.makedirs(paths.workdir, exist_ok=True)
   io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
