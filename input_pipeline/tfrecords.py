@@ -24,6 +24,7 @@ would read it, and an existing directory is replaced only when asked.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -160,6 +161,35 @@ def read_records(shards: Shards, training: bool, seed: int) -> tf.data.Dataset:
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=True,  # Same seed, same order.
   )
+
+
+def find_corrupt_shard(*splits: object) -> tuple[str, str] | None:
+  """The first shard of `splits` (`Shards`; other values are ignored) that does
+  not read back, with TensorFlow's reason; None if all read."""
+  for shards in splits:
+    for path in shards.files if isinstance(shards, Shards) else ():
+      try:
+        for _ in tf.data.TFRecordDataset(path):
+          pass
+      except tf.errors.DataLossError as error:
+        return path, error.message.splitlines()[0]
+  return None
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(*splits: object) -> Iterator[None]:
+  """Turns tf.data's `corrupted record at N`, which names no file, into one naming the shard."""
+  try:
+    yield
+  except tf.errors.DataLossError as error:
+    bad = find_corrupt_shard(*splits)
+    if bad is None:
+      raise
+    raise DataError(
+      f"TFRecord shard {bad[0]!r} is corrupted ({bad[1]}); write the shards again "
+      "(tools.write_tfrecords --overwrite). The checkpoints written so far are intact: "
+      "rerun the command to resume."
+    ) from error
 
 
 class ShardWriter:

@@ -73,15 +73,14 @@ def free_ports(count: int) -> list[int]:
   return ports
 
 
-def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
+def _run_two_workers(workdir, num_epochs: int) -> list[str]:
   workers = [f"localhost:{port}" for port in free_ports(2)]
-  workdir = tmp_path / "run"
   processes = []
   for index in range(2):
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
     command = [sys.executable, "train_main.py", "--config=configs/emotion.py:tiny"]
     command += [f"--workdir={workdir}", "--config.training.distribution=multi_worker"]
-    command += ["--config.export.enabled=False", "--config.schedule.num_epochs=1"]
+    command += ["--config.export.enabled=False", f"--config.schedule.num_epochs={num_epochs}"]
     processes.append(
       subprocess.Popen(
         command,
@@ -95,12 +94,24 @@ def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   for process, output in zip(processes, outputs, strict=True):
     assert process.returncode == 0, output[-3000:]
+  return outputs
+
+
+def test_two_workers_train_in_step_resume_and_only_the_chief_writes_the_run(tmp_path):
+  workdir = tmp_path / "run"
+  outputs = _run_two_workers(workdir, num_epochs=1)
   assert "CollectiveAllReduceStrategy with 2 replicas" in outputs[0]
+  # Rerunning the command on both workers resumes (as after a crash) from the
+  # chief's checkpoint: one more epoch, still in step.
+  outputs = _run_two_workers(workdir, num_epochs=2)
+  assert all("Resuming from" in output for output in outputs)
 
   chief, worker = RunPaths(str(workdir)), RunPaths(str(workdir / "workers" / "worker1"))
   assert sorted(os.listdir(workdir / "workers")) == ["worker1"]
   with open(chief.metrics) as a, open(worker.metrics) as b:
     assert a.read() == b.read()
+  rows = callbacks.read_metrics(chief.metrics)
+  assert [(int(r["epoch"]), int(r["iteration"])) for r in rows] == [(1, 4), (2, 8)]
   models = [keras.saving.load_model(p.last_checkpoint, compile=False) for p in (chief, worker)]
   for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
     np.testing.assert_array_equal(a, b)  # BatchNorm statistics included

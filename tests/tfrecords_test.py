@@ -222,3 +222,30 @@ def test_manifest_errors_name_the_file_and_field(tmp_path):
   config.data.update(source="tfrecord", dir=str(tmp_path / "nowhere"))
   with pytest.raises(DataError, match="nowhere' does not exist"):
     emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
+
+
+def test_a_corrupt_shard_is_named_by_the_trainer(tmp_path, monkeypatch):
+  """tf.data says only `corrupted record at N`; the trainer names the shard.
+
+  `fit` is replaced by a pass over the real training pipeline (no model tracing).
+  """
+  import keras
+
+  from training import emotion
+
+  config = emotion_config.get_config("tiny")
+  manifest = write_tfrecords.write_tfrecords(config, str(tmp_path / "shards"), shard_megabytes=0.01)
+  bad = manifest.splits["train"].files[1]
+  with open(bad, "r+b") as shard:
+    shard.seek(40)
+    shard.write(b"garbage!")
+  config.data.source, config.data.dir = "tfrecord", manifest.directory
+  config.export.enabled = False
+
+  def read_batches(model, dataset, **kwargs):
+    for _ in dataset:
+      pass
+
+  monkeypatch.setattr(keras.Model, "fit", read_batches)
+  with pytest.raises(DataError, match=r"shard '.*train-00001\.tfrecord' is corrupted"):
+    emotion.train_and_evaluate(config, str(tmp_path / "run"))

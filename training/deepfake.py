@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from input_pipeline import deepfake_data
+from input_pipeline import deepfake_data, tfrecords
 from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
@@ -168,9 +168,11 @@ class AttentionSnapshots(keras.callbacks.Callback):
 
 @contextlib.contextmanager
 def naming_bad_frames(*video_sets: deepfake_data.Videos) -> Iterator[None]:
-  """Turns tf.data's decode error, which names no file, into one naming the frame."""
+  """Turns tf.data's decode error, which names no file, into one naming the frame
+  (or the corrupt TFRecord shard)."""
   try:
-    yield
+    with tfrecords.naming_corrupt_shards(*(videos.records for videos in video_sets)):
+      yield
   except tf.errors.InvalidArgumentError as error:
     bad = deepfake_data.find_undecodable_frame(*video_sets)
     if bad is None:

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from sklearn import metrics as sk_metrics
 
-from input_pipeline import emotion_data
+from input_pipeline import emotion_data, tfrecords
 from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
@@ -246,30 +246,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     initial_epoch,
   )
   tensorboard_freq = config.logging.tensorboard_every_steps or "epoch"
-  model.fit(
-    train_ds,
-    validation_data=val_ds,
-    epochs=config.schedule.num_epochs,
-    initial_epoch=initial_epoch,
-    shuffle=False,  # The dataset reshuffles itself every epoch.
-    verbose=runtime.resolve_verbose(config.logging.verbose),
-    callbacks=[
-      callbacks_lib.StopOnNonFiniteLoss(),
-      callbacks_lib.MetricsCsvLogger(paths.metrics, done_rows),
-      callbacks_lib.AtomicModelCheckpoint(
-        paths.best_checkpoint,
-        monitor=BEST_METRIC,
-        mode="max",
-        initial_best=callbacks_lib.best_value(done_rows, BEST_METRIC, "max"),
-      ),
-      callbacks_lib.AtomicModelCheckpoint(paths.last_checkpoint),
-      keras.callbacks.TensorBoard(paths.tensorboard, update_freq=tensorboard_freq),
-      summaries.AugmentedSamples(
-        paths.tensorboard_images, _first_images(data.train, config), _augmenter(model)
-      ),
-      summaries.ValidationFigures(paths.tensorboard_images, config.data.class_names),
-    ],
-  )
+  # Shards are read lazily: a corrupt one is named here, not by tf.data.
+  with tfrecords.naming_corrupt_shards(data.train, data.validation):
+    model.fit(
+      train_ds,
+      validation_data=val_ds,
+      epochs=config.schedule.num_epochs,
+      initial_epoch=initial_epoch,
+      shuffle=False,  # The dataset reshuffles itself every epoch.
+      verbose=runtime.resolve_verbose(config.logging.verbose),
+      callbacks=[
+        callbacks_lib.StopOnNonFiniteLoss(),
+        callbacks_lib.MetricsCsvLogger(paths.metrics, done_rows),
+        callbacks_lib.AtomicModelCheckpoint(
+          paths.best_checkpoint,
+          monitor=BEST_METRIC,
+          mode="max",
+          initial_best=callbacks_lib.best_value(done_rows, BEST_METRIC, "max"),
+        ),
+        callbacks_lib.AtomicModelCheckpoint(paths.last_checkpoint),
+        keras.callbacks.TensorBoard(paths.tensorboard, update_freq=tensorboard_freq),
+        summaries.AugmentedSamples(
+          paths.tensorboard_images, _first_images(data.train, config), _augmenter(model)
+        ),
+        summaries.ValidationFigures(paths.tensorboard_images, config.data.class_names),
+      ],
+    )
 
   rows = callbacks_lib.read_metrics(paths.metrics)
   best_row = max(rows, key=lambda r: float(r[BEST_METRIC]))
@@ -282,7 +284,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   }
   best = keras.saving.load_model(paths.best_checkpoint, compile=False)
   if data.test is not None:
-    report = evaluate_on_test(best, data.test, config)
+    with tfrecords.naming_corrupt_shards(data.test):
+      report = evaluate_on_test(best, data.test, config)
     report["checkpoint"] = paths.best_checkpoint
     report["epoch"] = summary["best_epoch"]
     io_utils.write_json(paths.test_report, report)
