@@ -143,7 +143,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # fewer, larger steps learn more per second.
     config.schedule.batch_size = 32
     config.schedule.max_iterations = 300
-    config.schedule.log_interval = 25
+    # Train scalars and last.keras at each validation: a checkpoint costs 1.5 s here.
+    config.schedule.log_interval = 75
     config.schedule.validation_interval = 75
   elif variant == "tiny":
     config.name = "deepfake_tiny"
