@@ -12,6 +12,9 @@ root holding one folder of frames per video):
   python train_main.py --config=configs/deepfake.py \
       --config.data.labels_csv=/data/ffpp/labels.csv --config.data.frames_root=/data/ffpp/faces
 
+or from TFRecord shards written once by `python -m tools.write_tfrecords` with
+the same config: `--config.data.source=tfrecord --config.data.tfrecord_dir=DIR`.
+
 Variants (`configs/deepfake.py:<variant>`):
 
   quick: the embedded synthetic clips (2 frames of 48x48), 300 iterations of

@@ -12,6 +12,10 @@ point `--config.data.dir` elsewhere):
   Published single models reach 71-74% test accuracy on FER2013; this recipe
   has not yet been run to the end with this code (100 epochs need a GPU).
 
+Data larger than memory: write it once as TFRecord shards
+(`python -m tools.write_tfrecords --config=configs/emotion.py --config.data.dir=…
+--output=DIR`), then train with `--config.data.source=tfrecord --config.data.dir=DIR`.
+
 Variants (`configs/emotion.py:<variant>`):
 
   quick: the embedded synthetic faces at 48x48 with a narrow ResNet18 (width
