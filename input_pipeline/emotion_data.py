@@ -282,10 +282,20 @@ def _header(path: str) -> tuple[tuple[int, int], bool] | None:
     return None
 
 
-def _common_shape(paths: list[str], image_size: int) -> tuple[int, int, int]:
+def _readable_and_shape(
+  paths: list[str], labels: np.ndarray, image_size: int, where: str
+) -> tuple[list[str], np.ndarray, tuple[int, int, int]]:
+  """The files whose header reads, their labels, and the split's storage shape."""
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    headers = [h for h in pool.map(_header, paths) if h is not None]
-  return fer2013.common_shape([h[0] for h in headers], [h[1] for h in headers], image_size)
+    headers = list(pool.map(_header, paths))
+  fer2013.log_undecodable(
+    where, paths, [(h, "" if h else "not an image PIL can open") for h in headers]
+  )
+  keep = [i for i, header in enumerate(headers) if header is not None]
+  shape = fer2013.common_shape(
+    [headers[i][0] for i in keep], [headers[i][1] for i in keep], image_size
+  )
+  return [paths[i] for i in keep], labels[keep], shape
 
 
 def shard_records(
@@ -314,13 +324,15 @@ def shard_records(
     }
     return splits, loaded.source
   split_dirs = fer2013.find_split_dirs(path)
-  listed = {
-    split: fer2013.list_image_folder(split_dir, data.class_names)
-    for split, split_dir in split_dirs.items()
-  }
   # Each folder's storage shape, from its headers (as `_stack` decides it for
-  # a folder in memory, before any validation split is carved from it).
-  shapes = {split: _common_shape(paths, data.image_size) for split, (paths, _) in listed.items()}
+  # a folder in memory, before any validation split is carved from it); files
+  # whose header does not read are left out before carving, as the in-memory
+  # reader leaves out what it cannot decode.
+  listed, shapes = {}, {}
+  for split, split_dir in split_dirs.items():
+    paths, labels = fer2013.list_image_folder(split_dir, data.class_names)
+    paths, labels, shapes[split] = _readable_and_shape(paths, labels, data.image_size, split_dir)
+    listed[split] = (paths, labels)
   description = f"FER2013 folders {path}"
   if "validation" not in listed:
     paths, labels = listed["train"]

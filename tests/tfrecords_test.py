@@ -80,7 +80,8 @@ def test_emotion_shards_hold_the_in_memory_splits(tmp_path):
 
 
 def test_emotion_folders_are_streamed_like_the_in_memory_reader(tmp_path, monkeypatch):
-  """Mixed sizes are resized as in memory, a corrupt file is skipped, validation is carved."""
+  """Mixed sizes are resized as in memory, corrupt files are skipped, validation is carved
+  from the same files."""
   root = write_image_tree(tmp_path / "fer", per_class=4, size=10)
   os.replace(  # One train image of another size: the split is resized to image_size.
     os.path.join(root, "train", "happy", "0.png"), os.path.join(root, "train", "happy", "x.png")
@@ -88,8 +89,9 @@ def test_emotion_folders_are_streamed_like_the_in_memory_reader(tmp_path, monkey
   from PIL import Image
 
   Image.fromarray(np.full((14, 12), 99, np.uint8)).save(os.path.join(root, "train/happy/0.png"))
-  with open(os.path.join(root, "test", "sad", "9.png"), "wb") as corrupt:
-    corrupt.write(b"not a png")
+  for corrupt in ("test/sad/9.png", "train/angry/9.png"):  # before carving, too
+    with open(os.path.join(root, corrupt), "wb") as file:
+      file.write(b"not a png")
   config = emotion_config.get_config("tiny")
   config.data.update(source="folder", dir=root, validation_fraction=0.25)
   monkeypatch.setattr(emotion_data, "_DECODE_CHUNK", 5)  # several chunks
