@@ -291,10 +291,7 @@ def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
   with tempfile.TemporaryDirectory() as root:
     images, labels = _emotion_images(NUM_TRAIN_IMAGES)
     in_memory = LabelledImages(images, labels)
-    records = [
-      (tfrecords.image_example(tfrecords.encode_image(x, "raw"), int(y), i), int(y))
-      for i, (x, y) in enumerate(zip(images, labels, strict=True))
-    ]
+    records = list(emotion_data.image_records(zip(images, labels, strict=True), "raw"))
     manifest = write(
       os.path.join(root, "emotion"),
       "emotion",
@@ -332,7 +329,7 @@ def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
     )
     for encoding in tfrecords.ENCODINGS:
       rows: list[dict] = []
-      shard_records = list(deepfake_data._video_records(videos, size, encoding, rows))
+      shard_records = list(deepfake_data.video_records(videos, size, encoding, rows))
       manifest = write(
         os.path.join(root, f"deepfake_{encoding}"),
         "deepfake",

@@ -514,14 +514,14 @@ def shard_records(
     videos = getattr(loaded, name)
     if videos is not None:
       rows: list[dict] = []
-      records = _video_records(videos, config.data.image_size, encoding, rows)
+      records = video_records(videos, config.data.image_size, encoding, rows)
       splits[name] = tfrecords.SplitRecords(
         records, (config.data.image_size, config.data.image_size, 3), rows
       )
   return splits, loaded.source
 
 
-def _video_records(
+def video_records(
   videos: Videos, size: int, encoding: str, rows: list[dict]
 ) -> Iterator[tuple[bytes, int]]:
   """(serialized record, label) per video; appends each video's index row to `rows`."""

@@ -251,7 +251,7 @@ def _image_and_label(parsed: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor
 _DECODE_CHUNK = 2048
 
 
-def _image_records(
+def image_records(
   images_and_labels: Iterable[tuple[np.ndarray, int]], encoding: str
 ) -> Iterator[tuple[bytes, int]]:
   """(serialized record, label) per image, `index` counting from 0 in order."""
@@ -317,7 +317,7 @@ def shard_records(
     loaded = load(config, DEFAULT_FER2013_DIR)
     splits = {
       name: tfrecords.SplitRecords(
-        _image_records(zip(part.images, part.labels, strict=True), encoding), part.images.shape[1:]
+        image_records(zip(part.images, part.labels, strict=True), encoding), part.images.shape[1:]
       )
       for name in ("train", "validation", "test")
       if (part := getattr(loaded, name)) is not None
@@ -344,5 +344,5 @@ def shard_records(
   splits = {}
   for split, (paths, labels) in listed.items():
     images = _decode_folder(paths, labels, shapes[split], split_dirs[split])
-    splits[split] = tfrecords.SplitRecords(_image_records(images, encoding), shapes[split])
+    splits[split] = tfrecords.SplitRecords(image_records(images, encoding), shapes[split])
   return splits, description
