@@ -354,9 +354,3 @@ def read_manifest(directory: str, task: str) -> Manifest:
     tuple(field("class_names")),
     str(raw.get("description", "")),
   )
-
-
-def iterate_in_chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-  """`items` in consecutive slices of at most `size` (bounded memory when streaming)."""
-  for start in range(0, len(items), size):
-    yield items[start : start + size]
