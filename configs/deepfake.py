@@ -17,14 +17,13 @@ the same config: `--config.data.source=tfrecord --config.data.tfrecord_dir=DIR`.
 
 Variants (`configs/deepfake.py:<variant>`):
 
-  quick: the embedded synthetic clips (2 frames of 48x48), 300 iterations of
+  quick: the embedded synthetic clips (2 frames of 48x48), 150 iterations of
     32 clips:
       python train_main.py --config=configs/deepfake.py:quick
-    NOT YET AT ITS TARGET (validation ROC-AUC >= 0.9 in under 5 minutes on a
-    2-core CPU). The run is deterministic; measured here, validation ROC-AUC
-    0.72, 0.85, 0.88, 0.89 (0.888) at iterations 75, 150, 225, 300, in 5.2
-    minutes end to end; the same 300 iterations took 3.8 minutes an hour
-    earlier on the same machine (its speed varied by a third).
+    Target: validation ROC-AUC >= 0.9 in under 5 minutes on a 2-core CPU. The
+    run is deterministic; measured here, validation ROC-AUC 0.60, 0.97, 0.99
+    (0.9916) at iterations 50, 100 and 150, in 4.5 minutes end to end while
+    the machine ran at half speed (a third of its CPU time stolen by the host).
   tiny: a seconds-long smoke run for tests.
 """
 
@@ -145,10 +144,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # Per step, this CPU is bound by op overhead more than by batch size, so
     # fewer, larger steps learn more per second.
     config.schedule.batch_size = 32
-    config.schedule.max_iterations = 300
+    config.schedule.max_iterations = 150
     # Train scalars and last.keras at each validation: a checkpoint costs 1.5 s here.
-    config.schedule.log_interval = 75
-    config.schedule.validation_interval = 75
+    config.schedule.log_interval = 50
+    config.schedule.validation_interval = 50
   elif variant == "tiny":
     config.name = "deepfake_tiny"
     config.data.source = "synthetic"

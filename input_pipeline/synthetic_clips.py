@@ -6,11 +6,11 @@ from it the way face-swap methods do: the inner face (eyes, nose, mouth) of a
 different, randomly drawn source face is blended onto the target through a
 soft elliptical mask. The artefacts are those detectors learn from real
 deepfakes: a colour mismatch between the inner and outer face, a sharpness
-mismatch (the swapped region blurred or over-sharpened), missing camera noise
-in the swapped region, a visible blending boundary, and in some videos
-temporal flicker (blend strength or colour
-changing from frame to frame). Heads move, turn and blink, so a single frame
-of a real video is not a template either.
+mismatch (the swapped region blurred by resampling or over-sharpened), missing
+camera noise in the swapped region, a visible blending boundary, and in some
+videos temporal flicker (blend strength or colour changing from frame to
+frame). Heads move, turn and blink, so a single frame of a real video is not
+a template either.
 
 All videos of one identity share its `group`, so a grouped split never puts a
 fake in one split and the real video it was made from in the other. Every
@@ -190,7 +190,10 @@ def draw_video(
     )
     tint = fake_rng.normal(0, 1, 3)
     tint = tint / np.linalg.norm(tint) * fake_rng.uniform(20, 45)
-    sharpness = fake_rng.choice([-1.0, 0.0, 1.0]) * fake_rng.uniform(1.0, 2.0)
+    # The swapped face is rendered at its own resolution and warped into the
+    # frame, so its sharpness never matches (the face-warping artefact of
+    # Li and Lyu, 2019): blurred by resampling, or over-sharpened.
+    sharpness = fake_rng.choice([-1.0, 1.0]) * fake_rng.uniform(1.0, 2.0)
     edge = fake_rng.uniform(0.3, 1.2)  # mask feathering: small = sharp seam
     seam = fake_rng.choice([-1.0, 1.0]) * fake_rng.uniform(15, 40)  # boundary brightness
     flicker = fake_rng.uniform(0.1, 0.3) if fake_rng.random() < 0.5 else 0.0

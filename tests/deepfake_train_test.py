@@ -35,15 +35,30 @@ def tiny_run(tmp_path_factory):
   config.data.source, config.data.tfrecord_dir = "tfrecord", shards
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("deepfake"))
-  deepfake.train_and_evaluate(config, workdir)
+  traces = []
+  train_step = keras.Model.train_step
+
+  def counting_train_step(model, data):  # Runs once per trace, not once per step.
+    traces.append(1)
+    return train_step(model, data)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(keras.Model, "train_step", counting_train_step)
+    deepfake.train_and_evaluate(config, workdir)
   # Continue to 6, as after a crash at 4: last.keras is from iteration 4.
   config.schedule.max_iterations = 6
   config.export.enabled = True
-  return workdir, deepfake.train_and_evaluate(config, workdir)
+  return workdir, deepfake.train_and_evaluate(config, workdir), len(traces)
+
+
+def test_the_train_step_is_traced_once(tiny_run):
+  # The optimizer is built before fit: a first trace that creates its
+  # variables would make tf.function trace the step again (runtime.build_optimizer).
+  assert tiny_run[2] == 1
 
 
 def test_validation_rows_and_checkpoints_follow_the_iteration_cadence(tiny_run):
-  workdir, summary = tiny_run
+  workdir, summary, _ = tiny_run
   paths = RunPaths(workdir)
   rows = callbacks.read_metrics(paths.metrics)
   # 3: a regular validation; 4: the final one at max_iterations of the first
@@ -96,7 +111,7 @@ print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
 
 
 def test_export_answers_in_a_fresh_process(tiny_run):
-  workdir, _ = tiny_run
+  workdir, _, _ = tiny_run
   out = subprocess.run(
     [sys.executable, "-c", _SERVE, RunPaths(workdir).export(1)],
     capture_output=True,

@@ -199,7 +199,8 @@ def restore_training_state(model: keras.Model, path: str) -> int:
   """
   if not os.path.exists(path):
     return 0
-  model.optimizer.build(model.trainable_variables)
+  if not model.optimizer.built:
+    model.optimizer.build(model.trainable_variables)
   try:
     model.load_weights(path)
   except ValueError as error:
