@@ -52,8 +52,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_the_train_step_is_traced_once(tiny_run):
-  # The optimizer is built before fit: a first trace that creates its
-  # variables would make tf.function trace the step again (runtime.build_optimizer).
+  # The optimizer is built before fit (callbacks.restore_training_state): a
+  # first trace that creates its variables would make tf.function trace again.
   assert tiny_run[2] == 1
 
 

@@ -189,7 +189,13 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
 
 def restore_training_state(model: keras.Model, path: str) -> int:
-  """Loads weights and optimizer state saved by `AtomicModelCheckpoint`.
+  """Builds the optimizer, then loads weights and optimizer state saved by `AtomicModelCheckpoint`.
+
+  The optimizer is built for a fresh run too. Without a distribution strategy
+  Keras would create its variables inside the first trace of the train step,
+  and a tf.function that creates variables is traced twice: the first `fit` of
+  the tiny deepfake detector took 68 s with the extra trace and 39 s without,
+  on a 2-core CPU.
 
   Returns:
     The optimizer iteration of the checkpoint, 0 if `path` does not exist.
@@ -197,10 +203,10 @@ def restore_training_state(model: keras.Model, path: str) -> int:
   Raises:
     ValueError: the checkpoint does not fit the model (another config).
   """
+  if not model.optimizer.built:  # A LossScaleOptimizer must not be built twice.
+    model.optimizer.build(model.trainable_variables)
   if not os.path.exists(path):
     return 0
-  if not model.optimizer.built:
-    model.optimizer.build(model.trainable_variables)
   try:
     model.load_weights(path)
   except ValueError as error:

@@ -261,7 +261,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model = build_model(config, policy)
     runtime.prepare_model_for_strategy(model, run.strategy)
     compile_model(model, config, policy)
-    runtime.build_optimizer(model)
     iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
   if iteration:
     logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)

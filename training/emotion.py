@@ -234,7 +234,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model = build_model(config, policy)
     runtime.prepare_model_for_strategy(model, run.strategy)
     compile_model(model, config, steps_per_epoch, policy)
-    runtime.build_optimizer(model)
     initial_epoch = restore_last_checkpoint(model, run.resume.last_checkpoint, steps_per_epoch)
   done_rows = callbacks_lib.rows_up_to(run.resume.metrics, initial_epoch * steps_per_epoch)
   logging.info(
