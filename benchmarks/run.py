@@ -18,14 +18,20 @@ Sections (`--only`):
             + the `ImagePreprocessor` layer) vs the DataLoader, in images/s,
             and how many times faster than training each one is.
   deepfake  EfficientNetB0 + LSTM training throughput (clips/s).
+  xla       ours only: emotion (each of `--emotion_sizes`) and deepfake
+            training throughput with the train step compiled by XLA and
+            without, side by side, with the device, the precision policy and
+            the ratio. On a GPU: `python -m benchmarks.run --only=xla`.
   storage   ours only: the training tf.data pipeline reading the same data
             from each storage: emotion images in memory vs TFRecord shards;
             deepfake clips (`--deepfake_frames` of `--storage_frames` per
             video) decoded from JPEG frame files vs shards (raw, png, jpeg).
 
 Each measurement runs in its own process, so its peak memory (RSS of the
-process and its workers; GPU peak where there is a GPU) is its own. Figures
-are printed as a table and written to `--output` as JSON.
+process and its workers; GPU peak where there is a GPU) is its own; with
+`--repeat=N` each runs N times and the median throughput is reported (the
+single runs are kept in the JSON). Figures are printed as tables and written
+to `--output` as JSON.
 
 `--model_only` times both ResNet18s alone on ready random arrays (Keras: the
 bare model, without TensorFlow, so it runs with `KERAS_BACKEND=jax` on a
@@ -51,7 +57,10 @@ import numpy as np
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("only", ["port", "emotion", "input", "deepfake", "storage"], "Sections to run.")
+flags.DEFINE_list(
+  "only", ["port", "emotion", "input", "deepfake", "xla", "storage"], "Sections to run."
+)
+flags.DEFINE_integer("repeat", 1, "Runs of each measurement; throughputs are their median.")
 flags.DEFINE_integer("storage_frames", 32, "Frames per video for the storage section.")
 flags.DEFINE_list("emotion_sizes", ["48", "96"], "Emotion image sides to measure.")
 flags.DEFINE_integer("batch_size", 32, "Emotion images per step (both systems).")
@@ -67,7 +76,8 @@ flags.DEFINE_enum(
   "jit_compile",
   "auto",
   ["auto", "true", "false"],
-  "XLA for the Keras train step; auto: the config's setting (on JAX, always on).",
+  "XLA for the Keras train step (not the xla section, which measures both); auto: the "
+  "trainers' rule (on GPUs and TPUs; with --model_only on JAX, always on).",
 )
 flags.DEFINE_bool("reference", True, "Also measure the PyTorch reference.")
 flags.DEFINE_bool(
@@ -146,6 +156,37 @@ def _keras_gpu_peak_mib() -> float | None:
   return None
 
 
+def _keras_device() -> str:
+  """The device Keras trains on, in words."""
+  import keras
+
+  if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+      details = tf.config.experimental.get_device_details(gpus[0])
+      return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+  elif keras.backend.backend() == "jax":
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+      return device.device_kind
+  return f"CPU ({os.cpu_count()} cores)"
+
+
+def _resolved_jit_compile(options: dict[str, Any]) -> bool:
+  """The trainers' XLA rule for `options["jit_compile"]` (auto: on GPUs and TPUs)."""
+  import tensorflow as tf
+
+  from training import runtime
+
+  return runtime.resolve_jit_compile(
+    options["jit_compile"], tf.distribute.get_strategy(), deterministic=False
+  )
+
+
 def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
   import keras
 
@@ -177,10 +218,9 @@ def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
     config = emotion_config.get_config()
     config.data.image_size = size
     config.schedule.batch_size = batch
-    config.training.jit_compile = options["jit_compile"]
     policy = runtime.resolve_dtype_policy(options["mixed_precision"])
     model = emotion.build_model(config, policy)
-    emotion.compile_model(model, config, steps, policy)
+    emotion.compile_model(model, config, steps, policy, _resolved_jit_compile(options))
     images, labels = _emotion_images(NUM_TRAIN_IMAGES)
     dataset = emotion_data.make_dataset(
       LabelledImages(images, labels), batch, 7, training=True, seed=0
@@ -192,6 +232,8 @@ def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
   return {
     "images_per_s": timed * batch / seconds,
     "policy": policy,
+    "xla": bool(model.jit_compile),
+    "device": _keras_device(),
     "backend": keras.backend.backend(),
     "gpu_peak_mib": _keras_gpu_peak_mib(),
     **_peak_memory(),
@@ -241,19 +283,21 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   config.data.synthetic.num_validation_identities = 2
   config.data.synthetic.image_size = options["size"]
   config.schedule.batch_size = options["batch_size"]
-  config.training.jit_compile = options["jit_compile"]
   data = deepfake_data.load(config)
   weights = deepfake_data.class_weights(data.train.labels)
   dataset = deepfake_data.make_dataset(data.train, config, training=True, weights=weights)
   policy = runtime.resolve_dtype_policy(options["mixed_precision"])
-  model = deepfake.build_model(config, policy)
-  deepfake.compile_model(model, config, policy)
+  jit_compile = _resolved_jit_compile(options)
+  model = deepfake.build_model(config, policy, jit_compile)
+  deepfake.compile_model(model, config, policy, jit_compile)
   warmup, timed = options["warmup_steps"], options["timed_steps"]
   timer = _step_timer(warmup)
   model.fit(dataset, steps_per_epoch=warmup + timed, epochs=1, verbose=0, callbacks=[timer])
   return {
     "clips_per_s": timed * options["batch_size"] / (timer.end - timer.start),
     "policy": policy,
+    "xla": bool(model.jit_compile),
+    "device": _keras_device(),
     "gpu_peak_mib": _keras_gpu_peak_mib(),
     **_peak_memory(),
   }
@@ -517,8 +561,27 @@ def _in_subprocess(function: Callable[[dict], dict], options: dict[str, Any]) ->
     return pool.submit(function, options).result()
 
 
+def _median_of_runs(results: list[dict[str, Any]]) -> dict[str, Any]:
+  """The first run's result with every throughput (`*_per_s`) the median over the runs."""
+  merged = dict(results[0])
+  if len(results) > 1:
+    for key in [k for k in merged if k.endswith("_per_s")]:
+      values = [result[key] for result in results]
+      merged[key] = float(np.median(values))
+      merged[f"{key}_runs"] = values
+  return merged
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
   return round(a / b, 2) if a and b else None
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+  widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+  return "\n".join(
+    "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+    for row in [header, *rows]
+  )
 
 
 def main(argv: list[str]) -> None:
@@ -538,8 +601,11 @@ def main(argv: list[str]) -> None:
   rows: list[tuple[str, str, str, str, str]] = []
 
   def run(name: str, function: Callable, options: dict[str, Any]) -> dict[str, Any]:
-    logging.info("Measuring %s ...", name)
-    result = _in_subprocess(function, options)
+    results = []
+    for attempt in range(FLAGS.repeat):
+      logging.info("Measuring %s (run %d of %d) ...", name, attempt + 1, FLAGS.repeat)
+      results.append(_in_subprocess(function, options))
+    result = _median_of_runs(results)
     logging.info("%s: %s", name, result)
     report[name] = result
     return result
@@ -619,20 +685,22 @@ def main(argv: list[str]) -> None:
               "",
             )
           )
+  deepfake_options = {
+    **base,
+    "frames": FLAGS.deepfake_frames,
+    "size": FLAGS.deepfake_size,
+    "batch_size": FLAGS.deepfake_batch,
+  }
+  deepfake_label = f"deepfake {FLAGS.deepfake_frames}x{FLAGS.deepfake_size}px train"
   if "deepfake" in FLAGS.only and not FLAGS.model_only:
-    options = {
-      **base,
-      "frames": FLAGS.deepfake_frames,
-      "size": FLAGS.deepfake_size,
-      "batch_size": FLAGS.deepfake_batch,
-    }
+    options = deepfake_options
     ours = run("deepfake_train_ours", ours_deepfake_train, options)
     theirs = (
       run("deepfake_train_reference", reference_deepfake_train, options)
       if FLAGS.reference
       else {"clips_per_s": float("nan"), "peak_rss_mib": 0, "peak_worker_rss_mib": 0}
     )
-    label = f"deepfake {FLAGS.deepfake_frames}x{FLAGS.deepfake_size}px train"
+    label = deepfake_label
     rows.append(
       (
         label,
@@ -651,6 +719,30 @@ def main(argv: list[str]) -> None:
         "",
       )
     )
+
+  xla_rows: list[tuple[str, ...]] = []
+  if "xla" in FLAGS.only and not FLAGS.model_only:
+    measured = [
+      (f"emotion{size}", f"emotion {size}px train", ours_emotion_train, {**base, "size": size})
+      for size in map(int, FLAGS.emotion_sizes)
+    ]
+    measured.append(("deepfake", deepfake_label, ours_deepfake_train, deepfake_options))
+    for key, label, function, options in measured:
+      off = run(f"{key}_xla_off", function, {**options, "jit_compile": "false"})
+      on = run(f"{key}_xla_on", function, {**options, "jit_compile": "true"})
+      unit = "images_per_s" if "images_per_s" in on else "clips_per_s"
+      assert on["xla"] and not off["xla"], (on, off)
+      xla_rows.append(
+        (
+          label,
+          on["device"],
+          on["policy"],
+          unit.replace("_per_s", "/s"),
+          f"{off[unit]:.2f}",
+          f"{on[unit]:.2f}",
+          str(_ratio(on[unit], off[unit])),
+        )
+      )
 
   if "storage" in FLAGS.only and not FLAGS.model_only:
     options = {
@@ -671,13 +763,15 @@ def main(argv: list[str]) -> None:
       label = f"deepfake {FLAGS.deepfake_frames}x{FLAGS.deepfake_size}px input from {key}"
       rows.append((label, "clips/s", f"{value:.1f}", "", f"x{value / files:.2f} vs files"))
 
-  header = ("measurement", "figure", "ours (Keras)", "reference (PyTorch)", "ours/reference")
-  widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-  lines = [
-    "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-    for row in [header, *rows]
-  ]
-  print("\n".join(lines), flush=True)  # noqa: T201 - the benchmark's output
+  tables = []
+  if rows:
+    header = ("measurement", "figure", "ours (Keras)", "reference (PyTorch)", "ours/reference")
+    tables.append(_table(header, rows))
+  if xla_rows:
+    header = ("ours with XLA", "device", "policy", "figure", "XLA off", "XLA on", "on/off")
+    tables.append(_table(header, xla_rows))
+  suffix = f"\n(median of {FLAGS.repeat} runs each)" if FLAGS.repeat > 1 else ""
+  print("\n\n".join(tables) + suffix, flush=True)  # noqa: T201 - the benchmark's output
   if FLAGS.output:
     with open(FLAGS.output, "w") as file:
       json.dump(report, file, indent=2)

@@ -101,7 +101,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.training = ml_collections.ConfigDict()
   # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU.
   config.training.mixed_precision = "auto"
-  # XLA for the train step: auto (on GPUs and TPUs, not CPUs), True or False.
+  # XLA for the train and evaluation steps: auto (Keras' rule: on GPUs and
+  # TPUs with one replica, not on CPUs, where it is slower), True (any device,
+  # the CPU included) or False. A layer that XLA cannot compile is an error.
   config.training.jit_compile = "auto"
   # auto (all local GPUs when several), none, mirrored, multi_worker (TF_CONFIG)
   # or tpu; schedule.batch_size is the global batch over all replicas.

@@ -8,12 +8,15 @@ prediction, the exported SavedModel) it only resizes and normalises.
 The train-time chain is the original PyTorch recipe's, in its order:
 RandomResizedCrop -> RandomHorizontalFlip -> RandomApply(ColorJitter, p=0.8)
 -> RandomGrayscale(p=0.2) -> RandomRotation(20) -> Normalize(ImageNet)
--> RandomErasing(p=0.25). Keras 3's own layers are used where they exist.
-Two small pieces are our own, because the library versions work one image at a
-time (keras-cv's `BaseImageAugmentationLayer` vectorises with `pfor`, which
-falls back to a per-image while-loop for `CropAndResize` and the random ops):
-random resized crop (Keras 3 has none; keras-cv's `RandomCropAndResize` is
-per-image) and "apply with probability p" (keras-cv's `RandomApply`).
+-> RandomErasing(p=0.25). Keras 3's own layers are used where they exist and
+compile with XLA (flip, colour jitter, grayscale, erasing). Three pieces are our
+own: random resized crop (Keras 3 has none; keras-cv's `RandomCropAndResize`
+works one image at a time), rotation (Keras' `RandomRotation` declares
+`supports_jit=False`: its `ImageProjectiveTransformV3` has no XLA kernel, so it
+would turn XLA off for the whole model) and the resize (Keras' antialiased
+`Resizing` runs `ScaleAndTranslate`, which has no XLA kernel either). They
+resample with `resampling`, whose matrix products and gathers XLA compiles, and
+"apply with probability p" is a per-image `where` (keras-cv's `RandomApply`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from input_pipeline import resampling
 
 # ImageNet channel statistics on the 0-255 scale (torchvision's
 # Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]) x 255).
@@ -47,8 +52,8 @@ def resize_to_uint8(images: tf.Tensor, size: int, antialias: bool = False) -> tf
   The one resize for pixels brought to a model's input size outside the model,
   so training and serving see the same pixels: deepfake frames in tf.data and
   in the deepfake export (without antialiasing), and encoded files in the
-  emotion export (`antialias=True`, as the `Resizing` layer inside the
-  emotion model that resizes the other signature's images).
+  emotion export (`antialias=True`, as `resampling.resize` inside the emotion
+  model, which resizes the other signature's images).
   """
   resized = tf.image.resize(images, (size, size), antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
@@ -67,10 +72,11 @@ class RandomResizedCrop(keras.layers.Layer):
 
   Each image gets its own crop covering a fraction `area` of it, with aspect
   ratio drawn log-uniformly from `aspect_ratio`, at a uniform position; the crop
-  is resized bilinearly to `size` x `size`. One `tf.image.crop_and_resize` call
-  does the whole batch. Where torchvision redraws a crop that does not fit, the
-  crop's sides are clipped to the image instead. Without `training` the whole
-  image is resized.
+  is resized bilinearly (antialiased when shrinking, as torchvision's tensor
+  transform) to `size` x `size`, for the whole batch at once with
+  `resampling.crop_and_resize`. Where torchvision redraws a crop that does not
+  fit, the crop's sides are clipped to the image instead. Without `training`
+  the whole image is resized.
   """
 
   def __init__(
@@ -91,7 +97,7 @@ class RandomResizedCrop(keras.layers.Layer):
   def call(self, images: Any, training: bool | None = None) -> Any:
     images = ops.cast(images, self.compute_dtype)
     if not training:
-      return tf.image.resize(images, (self.size, self.size))
+      return resampling.resize(images, self.size)
     batch = ops.shape(images)[0]
     height = ops.cast(ops.shape(images)[1], "float32")
     width = ops.cast(ops.shape(images)[2], "float32")
@@ -104,10 +110,8 @@ class RandomResizedCrop(keras.layers.Layer):
     crop_height = ops.minimum(ops.sqrt(area / ratio * width / height), 1.0)
     top = keras.random.uniform((batch,), seed=self._seed_generator) * (1.0 - crop_height)
     left = keras.random.uniform((batch,), seed=self._seed_generator) * (1.0 - crop_width)
-    boxes = ops.stack([top, left, top + crop_height, left + crop_width], axis=-1)
-    return tf.image.crop_and_resize(
-      images, boxes, tf.range(batch), (self.size, self.size), method="bilinear"
-    )
+    boxes = ops.stack([top, left, crop_height, crop_width], axis=-1)
+    return resampling.crop_and_resize(images, boxes, self.size)
 
   def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
     return (input_shape[0], self.size, self.size, input_shape[-1])
@@ -120,6 +124,39 @@ class RandomResizedCrop(keras.layers.Layer):
       "aspect_ratio": self.aspect_ratio,
       "seed": self.seed,
     }
+
+
+@keras.saving.register_keras_serializable(package="face_analysis")
+class RandomRotation(keras.layers.Layer):
+  """Rotates each image by its own angle, uniform in +-`degrees`, about its centre.
+
+  torchvision's RandomRotation (and Keras' `RandomRotation(degrees / 360)`)
+  with bilinear sampling and zeros outside the image, built on
+  `resampling.affine_warp` so that XLA compiles it. Without `training` the
+  images pass through.
+  """
+
+  def __init__(self, degrees: float, seed: int | None = None, **kwargs: Any):
+    super().__init__(**kwargs)
+    self.degrees = degrees
+    self.seed = seed
+    self._seed_generator = keras.random.SeedGenerator(seed)
+
+  def call(self, images: Any, training: bool | None = None) -> Any:
+    images = ops.cast(images, self.compute_dtype)
+    if not training or not self.degrees:
+      return images
+    shape = ops.shape(images)
+    limit = float(np.deg2rad(self.degrees))
+    angles = keras.random.uniform((shape[0],), -limit, limit, seed=self._seed_generator)
+    transforms = resampling.rotation_transforms(angles, shape[1], shape[2])
+    return resampling.affine_warp(images, transforms, fill_mode="constant")
+
+  def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    return tuple(input_shape)
+
+  def get_config(self) -> dict[str, Any]:
+    return {**super().get_config(), "degrees": self.degrees, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="face_analysis")
@@ -164,13 +201,6 @@ class ImagePreprocessor(keras.layers.Layer):
     def sub_seed(offset: int) -> int | None:
       return None if seed is None else seed + offset
 
-    self.resize = keras.layers.Resizing(
-      image_size,
-      image_size,
-      interpolation="bilinear",
-      antialias=True,
-      dtype="float32",
-    )
     self.random_resized_crop = RandomResizedCrop(
       image_size,
       self.crop_area,
@@ -189,12 +219,7 @@ class ImagePreprocessor(keras.layers.Layer):
       seed=sub_seed(3),
     )
     self.grayscale = keras.layers.RandomGrayscale(grayscale_probability, seed=sub_seed(4))
-    self.rotation = keras.layers.RandomRotation(
-      rotation_degrees / 360.0,
-      fill_mode="constant",
-      fill_value=0.0,
-      seed=sub_seed(5),
-    )
+    self.rotation = RandomRotation(rotation_degrees, seed=sub_seed(5), dtype="float32")
     # Keras samples the erasing probability from U(factor); a (p, p) range
     # makes it exactly p, as in torchvision. Erased pixels become 0, the
     # normalised mean, as torchvision's default value=0 does.
@@ -226,7 +251,7 @@ class ImagePreprocessor(keras.layers.Layer):
   def call(self, images: Any, training: bool | None = None) -> Any:
     images = to_rgb_float(images)
     if not training:
-      return normalize(self.resize(images))
+      return normalize(resampling.resize(images, self.image_size))
     images = self.random_resized_crop(images, training=True)
     if self.horizontal_flip:
       images = self.flip(images, training=True)

@@ -7,7 +7,8 @@ videos flicker from frame to frame, which is exactly the temporal artefact a
 deepfake detector should learn to flag, so they would teach it the wrong thing.
 
 The chain: horizontal flip, an affine transform (rotation, scale, translation,
-one `keras.ops.image.affine_transform` for the whole batch), colour jitter
+one `resampling.affine_warp` for the whole batch, which XLA compiles where
+`keras.ops.image.affine_transform` cannot be), colour jitter
 (brightness, contrast, saturation), Gaussian blur, and JPEG compression
 computed on the device (8x8 block DCT of YCbCr, quantised with the standard
 JPEG tables at a random quality), the artefact every video in the wild carries.
@@ -22,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from input_pipeline import resampling
 
 # The standard JPEG quantisation tables (ITU-T T.81, Annex K).
 _LUMA_TABLE = np.array(
@@ -173,14 +176,10 @@ class ClipAugmenter(keras.layers.Layer):
           -sin,
           cos,
           cy + sin * tx - cos * ty,
-          ops.zeros_like(cos),
-          ops.zeros_like(cos),
         ],
         axis=-1,
       )
-      images = keras.ops.image.affine_transform(
-        images, repeat_per_frame(transform), interpolation="bilinear", fill_mode="reflect"
-      )
+      images = resampling.affine_warp(images, repeat_per_frame(transform), fill_mode="reflect")
 
     brightness, contrast, saturation = self.color_jitter
     if brightness or contrast or saturation:

@@ -193,12 +193,15 @@ def build_deepfake_detector(
   batch_norm_momentum: float | None = None,
   drop_connect_rate: float | None = None,
   augment: dict[str, Any] | None = None,
+  lstm_use_cudnn: bool | str = "auto",
   dtype: str | None = None,
 ) -> keras.Model:
   """uint8 clips `[batch, num_frames, s, s, 3]` -> `[batch, 2]` (real, fake).
 
   `augment` holds `ClipAugmenter` arguments; the augmentation runs in training
-  only.
+  only. `lstm_use_cudnn` is the LSTM's `use_cudnn`: on a GPU, Keras' `auto`
+  runs cuDNN's kernel, which XLA cannot compile (the LSTM then declares
+  `supports_jit=False`); a model to be compiled with XLA passes False.
   """
   encoder = build_frame_encoder(
     frame_size, weights, attention_after, batch_norm_momentum, drop_connect_rate, dtype
@@ -208,7 +211,9 @@ def build_deepfake_detector(
   x = ClipAugmenter(**(augment or {}), name="augment")(clips)
   x = FrameDistributed(encoder, name="frame_encoder")(x)
   features, _ = SplitFrameOutputs(FEATURE_DIM, map_size, name="split_frame_outputs")(x)
-  x = keras.layers.LSTM(lstm_units, return_sequences=True, name="lstm", dtype=dtype)(features)
+  x = keras.layers.LSTM(
+    lstm_units, return_sequences=True, use_cudnn=lstm_use_cudnn, name="lstm", dtype=dtype
+  )(features)
   x, _ = TemporalAttentionPooling(name="temporal_attention", dtype=dtype)(x)
   x = keras.layers.Dropout(dropout, name="dropout", dtype=dtype)(x)
   logits = keras.layers.Dense(2, name="logits", dtype="float32")(x)

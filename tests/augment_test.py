@@ -99,3 +99,113 @@ def test_resize_to_uint8_rounds_eagerly_and_in_tf_data():
     iter(tf.data.Dataset.from_tensors(image).map(lambda x: augment.resize_to_uint8(x, 4)))
   )
   np.testing.assert_array_equal(mapped.numpy(), eager)
+
+
+def _compiled(layer):
+  """The layer's training-mode call, compiled with XLA (as in a jit-compiled train step)."""
+  return tf.function(lambda images: layer(images, training=True), jit_compile=True)
+
+
+def test_no_layer_turns_xla_off():
+  layer = augment.ImagePreprocessor(image_size=16, seed=1)
+  layer(_batch(), training=True)
+  assert [sub.name for sub in layer._flatten_layers() if not sub.supports_jit] == []
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_training_under_xla_keeps_shape_and_dtype(channels):
+  layer = augment.ImagePreprocessor(image_size=16, seed=1)
+  out = _compiled(layer)(_batch(channels)).numpy()
+  assert out.shape == (4, 16, 16, 3) and out.dtype == np.float32
+  assert np.isfinite(out).all()
+
+
+def _coordinate_images(batch, size):
+  """Images whose channel 0 is the column and channel 1 the row of each pixel."""
+  rows, columns = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+  image = np.stack([columns, rows, np.zeros_like(rows)], -1).astype(np.float32)
+  return np.repeat(image[None], batch, 0)
+
+
+def test_random_resized_crop_under_xla_stays_in_its_area_and_aspect_ranges():
+  size, out_size = 64, 32
+  layer = augment.RandomResizedCrop(out_size, area=(0.2, 0.6), aspect_ratio=(3 / 4, 4 / 3), seed=0)
+  out = _compiled(layer)(_coordinate_images(256, size)).numpy()
+  assert out.shape == (256, out_size, out_size, 3)
+  # Output pixels sample a linear ramp, so the sampled positions give the box.
+  width = (out[:, 0, -1, 0] - out[:, 0, 0, 0]) * out_size / (out_size - 1)
+  height = (out[:, -1, 0, 1] - out[:, 0, 0, 1]) * out_size / (out_size - 1)
+  area = width * height / size**2
+  aspect = width / height
+  assert area.min() > 0.2 - 0.01 and area.max() < 0.6 + 0.01
+  assert area.min() < 0.25 and area.max() > 0.55  # the whole range is drawn
+  assert aspect.min() > 3 / 4 - 0.01 and aspect.max() < 4 / 3 + 0.01
+  assert out[..., :2].min() >= 0 and out[..., :2].max() <= size - 1
+
+
+def _angles_at_centre(out, offset):
+  """Rotation angles (degrees) of images that were `column - centre + offset` ramps."""
+  c = out.shape[1] // 2
+  d_dx = (out[:, c, c + 1, 0] - out[:, c, c - 1, 0]) / 2
+  d_dy = (out[:, c + 1, c, 0] - out[:, c - 1, c, 0]) / 2
+  assert np.allclose(out[:, c, c, 0], offset, atol=0.6)  # about the centre
+  return np.degrees(np.arctan2(d_dy, d_dx))
+
+
+def test_rotation_under_xla_stays_within_its_degrees():
+  size, offset = 33, 100.0
+  ramp = _coordinate_images(256, size)
+  ramp[..., 0] += offset - (size - 1) / 2
+  angles = _angles_at_centre(_compiled(augment.RandomRotation(20.0, seed=0))(ramp).numpy(), offset)
+  assert np.abs(angles).max() <= 20.0 + 0.1
+  assert angles.min() < -17 and angles.max() > 17 and abs(angles.mean()) < 3
+
+
+def _only(**kwargs):
+  """An ImagePreprocessor with every augmentation off but those in `kwargs`."""
+  settings = dict(
+    image_size=16,
+    crop_area=(1.0, 1.0),
+    crop_aspect_ratio=(1.0, 1.0),
+    horizontal_flip=False,
+    color_jitter=(0, 0, 0, 0),
+    grayscale_probability=0.0,
+    rotation_degrees=0.0,
+    erasing_probability=0.0,
+    seed=5,
+  )
+  return augment.ImagePreprocessor(**{**settings, **kwargs})
+
+
+@pytest.mark.parametrize(
+  "kwargs,rate,changed",
+  [
+    (dict(horizontal_flip=True), 0.5, lambda out, plain: ~np.isclose(out, plain).all((1, 2, 3))),
+    (
+      dict(color_jitter=(0.2, 0.2, 0.2, 0.05)),
+      0.8,
+      lambda out, plain: np.abs(out - plain).max((1, 2, 3)) > 1e-3,
+    ),
+    (
+      dict(grayscale_probability=0.2),
+      0.2,
+      lambda out, plain: (
+        np.ptp(out * augment.IMAGENET_STD + augment.IMAGENET_MEAN, -1).max((1, 2)) < 1e-2
+      ),
+    ),
+    (
+      dict(erasing_probability=0.25),
+      0.25,
+      lambda out, plain: np.abs(out - plain).max((1, 2, 3)) > 1e-3,
+    ),
+  ],
+  ids=["flip", "color_jitter", "grayscale", "erasing"],
+)
+def test_probabilities_under_xla_are_per_image_and_as_configured(kwargs, rate, changed):
+  images = _batch(3, size=16, batch=400, seed=1)
+  layer = _only(**kwargs)
+  out = _compiled(layer)(images).numpy()
+  plain = keras.ops.convert_to_numpy(layer(images, training=False))
+  observed = changed(out, plain).mean()
+  # Four binomial standard deviations of 400 draws.
+  assert abs(observed - rate) < 4 * np.sqrt(rate * (1 - rate) / 400), observed

@@ -81,3 +81,69 @@ def test_jpeg_compress_matches_libjpeg_on_gray_images():
     ours = clip_augment.jpeg_compress(colour, tf.constant([quality])).numpy()[0]
     libjpeg = tf.image.adjust_jpeg_quality(colour[0] / 255.0, int(quality)).numpy() * 255.0
     assert 0 < np.abs(ours - colour[0]).mean() < np.abs(libjpeg - colour[0]).mean()
+
+
+def _compiled(layer):
+  """The layer's training-mode call, compiled with XLA (as in a jit-compiled train step)."""
+  return tf.function(lambda clips: layer(clips, training=True), jit_compile=True)
+
+
+def test_under_xla_every_frame_of_a_clip_gets_the_same_augmentation():
+  layer = clip_augment.ClipAugmenter(
+    blur_probability=0.5, jpeg_probability=0.5, rotation_degrees=20, seed=3
+  )
+  clips = _clips()
+  out = _compiled(layer)(clips).numpy()
+  assert out.shape == clips.shape and out.dtype == np.float32
+  for clip in out:
+    for frame in clip[1:]:
+      np.testing.assert_allclose(frame, clip[0], atol=1e-3)
+  assert np.abs(out - clips).mean() > 1.0
+
+
+def test_affine_under_xla_stays_within_its_rotation_scale_and_shift():
+  size, count = 33, 256
+  rows, columns = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+  ramp = np.stack([columns, rows, np.zeros_like(rows)], -1).astype(np.float32) + 100.0
+  clips = np.repeat(ramp[None, None], count, 0)  # one-frame clips: column, row ramps
+  layer = clip_augment.ClipAugmenter(
+    horizontal_flip=False,
+    rotation_degrees=10.0,
+    scale=(0.8, 1.2),
+    translation=0.1,
+    color_jitter=(0, 0, 0),
+    blur_probability=0,
+    jpeg_probability=0,
+    seed=0,
+  )
+  out = _compiled(layer)(clips).numpy()[:, 0] - 100.0
+  c = size // 2
+  # The map from output to input pixels, read off the ramps at the centre.
+  gradient = np.stack(
+    [
+      (out[:, c, c + 1, :2] - out[:, c, c - 1, :2]) / 2,
+      (out[:, c + 1, c, :2] - out[:, c - 1, c, :2]) / 2,
+    ],
+    -1,
+  )  # [n, input axis (x, y), output axis (x, y)]
+  angle = np.degrees(np.arctan2(gradient[:, 0, 1], gradient[:, 0, 0]))
+  zoom = 1.0 / np.hypot(gradient[:, 0, 0], gradient[:, 0, 1])
+  # The output centre shows input position M (c - t); the shift is t - c.
+  source = out[:, c, c, :2] - c
+  shift = -np.linalg.solve(gradient, source[..., None])[..., 0] / size
+  assert np.abs(angle).max() <= 10.1 and np.abs(angle).max() > 8.5
+  assert zoom.min() > 0.8 - 0.01 and zoom.max() < 1.2 + 0.01
+  assert zoom.min() < 0.85 and zoom.max() > 1.15
+  assert np.abs(shift).max() <= 0.1 + 0.01 and np.abs(shift).max() > 0.08
+
+
+@pytest.mark.parametrize("kind", ["blur", "jpeg"])
+def test_under_xla_blur_and_jpeg_apply_per_clip_with_their_probability(kind):
+  off = dict(horizontal_flip=False, rotation_degrees=0, scale=(1.0, 1.0), translation=0)
+  off.update(color_jitter=(0, 0, 0), blur_probability=0, jpeg_probability=0, seed=1)
+  rate = 0.3
+  layer = clip_augment.ClipAugmenter(**{**off, f"{kind}_probability": rate})
+  clips = _clips(batch=400, frames=2, size=16)
+  out = _compiled(layer)(clips).numpy()
+  observed = (np.abs(out - clips).max((1, 2, 3, 4)) > 1e-2).mean()
+  assert abs(observed - rate) < 4 * np.sqrt(rate * (1 - rate) / 400), observed

@@ -42,7 +42,10 @@ from training import metrics as metrics_lib
 MONITOR = "val_loss"
 
 
-def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = None) -> keras.Model:
+def build_model(
+  config: ml_collections.ConfigDict, dtype_policy: str | None = None, jit_compile: bool = False
+) -> keras.Model:
+  """The detector; with `jit_compile` its LSTM avoids cuDNN, which XLA cannot compile."""
   return deepfake_model.build_deepfake_detector(
     num_frames=config.data.num_frames,
     frame_size=config.data.image_size,
@@ -53,6 +56,7 @@ def build_model(config: ml_collections.ConfigDict, dtype_policy: str | None = No
     batch_norm_momentum=config.model.batch_norm_momentum or None,
     drop_connect_rate=config.model.drop_connect_rate,
     augment=config.augment.to_dict(),
+    lstm_use_cudnn=False if jit_compile else "auto",
     dtype=dtype_policy,
   )
 
@@ -88,8 +92,12 @@ def learning_rate(
   )
 
 
-def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy: str) -> None:
-  model.compile(
+def compile_model(
+  model: keras.Model, config: ml_collections.ConfigDict, policy: str, jit_compile: bool
+) -> None:
+  runtime.compile_model(
+    model,
+    jit_compile,
     optimizer=runtime.wrap_optimizer_for_policy(
       keras.optimizers.Adam(learning_rate=learning_rate(config)), policy
     ),
@@ -100,7 +108,6 @@ def compile_model(model: keras.Model, config: ml_collections.ConfigDict, policy:
       metrics_lib.WeightedPrecision(2, name="precision"),
       metrics_lib.WeightedF1(2, name="f1"),
     ],
-    jit_compile=runtime.resolve_jit_compile(config.training.jit_compile),
   )
 
 
@@ -257,10 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   val_ds = distribution.shard_by_data(val_ds)
 
   policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
+  jit_compile = runtime.resolve_jit_compile(
+    config.training.jit_compile, run.strategy, config.training.deterministic
+  )
   with run.scope():
-    model = build_model(config, policy)
+    model = build_model(config, policy, jit_compile)
     runtime.prepare_model_for_strategy(model, run.strategy)
-    compile_model(model, config, policy)
+    compile_model(model, config, policy, jit_compile)
     iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
   if iteration:
     logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
@@ -322,9 +332,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     callbacks_lib.current_learning_rate(model)
   )
   logging.info(
-    "Training %s (%s, %d parameters) from iteration %d to %d, validating every %d.",
+    "Training %s (%s, XLA %s, %d parameters) from iteration %d to %d, validating every %d.",
     model.name,
     policy,
+    "on" if jit_compile else "off",
     model.count_params(),
     iteration,
     schedule.max_iterations,
@@ -362,6 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "replicas": run.strategy.num_replicas_in_sync,
     "best_val_roc_auc": float(best_row["val_roc_auc"]),
     "best_iteration": int(best_row["iteration"]),
+    "dtype_policy": policy,
+    "jit_compile": bool(model.jit_compile),  # What Keras compiled the train step with.
     "final_iteration": int(rows[-1]["iteration"]),
     "stop_reason": plateau.stop_reason,
     "export": None,

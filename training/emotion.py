@@ -91,10 +91,16 @@ def make_optimizer(
 
 
 def compile_model(
-  model: keras.Model, config: ml_collections.ConfigDict, steps_per_epoch: int, policy: str
+  model: keras.Model,
+  config: ml_collections.ConfigDict,
+  steps_per_epoch: int,
+  policy: str,
+  jit_compile: bool,
 ) -> None:
   num_classes = len(config.data.class_names)
-  model.compile(
+  runtime.compile_model(
+    model,
+    jit_compile,
     optimizer=runtime.wrap_optimizer_for_policy(make_optimizer(config, steps_per_epoch), policy),
     loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.training.label_smoothing),
     metrics=[
@@ -103,7 +109,6 @@ def compile_model(
       metrics_lib.WeightedPrecision(num_classes, name="precision"),
       metrics_lib.WeightedF1(num_classes, name="f1"),
     ],
-    jit_compile=runtime.resolve_jit_compile(config.training.jit_compile),
     steps_per_execution=config.training.steps_per_execution,
   )
 
@@ -230,16 +235,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
 
   policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
+  jit_compile = runtime.resolve_jit_compile(
+    config.training.jit_compile, run.strategy, config.training.deterministic
+  )
   with run.scope():
     model = build_model(config, policy)
     runtime.prepare_model_for_strategy(model, run.strategy)
-    compile_model(model, config, steps_per_epoch, policy)
+    compile_model(model, config, steps_per_epoch, policy, jit_compile)
     initial_epoch = restore_last_checkpoint(model, run.resume.last_checkpoint, steps_per_epoch)
   done_rows = callbacks_lib.rows_up_to(run.resume.metrics, initial_epoch * steps_per_epoch)
   logging.info(
-    "Training %s (%s, %d parameters) for %d epochs of %d steps, from epoch %d.",
+    "Training %s (%s, XLA %s, %d parameters) for %d epochs of %d steps, from epoch %d.",
     model.name,
     policy,
+    "on" if jit_compile else "off",
     model.count_params(),
     config.schedule.num_epochs,
     steps_per_epoch,
@@ -279,6 +288,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "best_val_accuracy": float(best_row[BEST_METRIC]),
     "replicas": run.strategy.num_replicas_in_sync,
     "best_epoch": int(best_row["epoch"]),
+    "dtype_policy": policy,
+    "jit_compile": bool(model.jit_compile),  # What Keras compiled the train step with.
     "test": None,
     "export": None,
   }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Any
 
 import keras
 import ml_collections
@@ -40,12 +41,30 @@ def resolve_dtype_policy(setting: str) -> str:
   return policy
 
 
+@keras.saving.register_keras_serializable(package="face_analysis")
+class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+  """Keras' dynamic loss scaling, with a step counter that counts skipped steps too.
+
+  Keras 3's `LossScaleOptimizer` skips the update of a step whose gradients
+  overflow and leaves `iterations` (its inner optimizer's) where it was. Every
+  float16 run skips a few steps while the scale settles, so the counter falls
+  behind the steps taken, and the trainers read it for the validation cadence,
+  the checkpoint names, the learning-rate schedule and resume. As the Keras 2
+  (`tf.keras`) `LossScaleOptimizer` did, a skipped step here still counts, so
+  a float16 run is on the same iterations as a float32 one.
+  """
+
+  def _stateful_handle_non_finite_grads(self) -> None:
+    super()._stateful_handle_non_finite_grads()
+    self.inner_optimizer.iterations.assign_add(1)
+
+
 def wrap_optimizer_for_policy(
   optimizer: keras.optimizers.Optimizer, policy: str
 ) -> keras.optimizers.Optimizer:
   """Adds dynamic loss scaling where float16 gradients would underflow."""
   if policy in ("mixed_float16", "float16"):
-    return keras.optimizers.LossScaleOptimizer(optimizer)
+    return StepCountingLossScaleOptimizer(optimizer)
   return optimizer
 
 
@@ -58,12 +77,52 @@ def resolve_verbose(setting: str | int) -> int:
   raise ValueError(f"config.logging.verbose={setting!r}; expected 'auto', 0, 1 or 2.")
 
 
-def resolve_jit_compile(setting: bool | str) -> bool | str:
-  """`config.training.jit_compile`: True, False, or 'auto' (Keras: XLA on GPUs and TPUs only)."""
+def resolve_jit_compile(
+  setting: bool | str, strategy: tf.distribute.Strategy, deterministic: bool
+) -> bool:
+  """Whether the train step compiles with XLA, from `config.training.jit_compile`.
+
+  `auto` follows Keras' own rule: XLA on GPUs and TPUs, not on CPUs (where it
+  is slower, see the README's figures), not with several replicas and not
+  with deterministic ops (Keras turns XLA off in both cases). `True` compiles
+  on any device, the CPU included; `False` never.
+  """
   text = str(setting).strip().lower()
-  if text in ("auto", "true", "false"):
-    return {"auto": "auto", "true": True, "false": False}[text]
-  raise ValueError(f"config.training.jit_compile={setting!r}; expected auto, true or false.")
+  if text not in ("auto", "true", "false"):
+    raise ValueError(f"config.training.jit_compile={setting!r}; expected auto, true or false.")
+  if text == "auto":
+    accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+    return bool(accelerators) and strategy.num_replicas_in_sync == 1 and not deterministic
+  if text == "true" and deterministic:
+    raise ValueError(
+      "config.training.jit_compile=True and config.training.deterministic=True: Keras "
+      "compiles without XLA when TensorFlow's op determinism is on. Set one of them to False."
+    )
+  return text == "true"
+
+
+def compile_model(model: keras.Model, jit_compile: bool, **kwargs: Any) -> None:
+  """`model.compile(jit_compile=..., **kwargs)`, refusing a silent fall back to no XLA.
+
+  Keras compiles without XLA, with a warning, when any layer declares
+  `supports_jit=False`; a run asked to use XLA stops here instead, naming the
+  layers.
+  """
+  if jit_compile:
+    blocking = [
+      f"{layer.name} ({type(layer).__name__})"
+      for layer in model._flatten_layers(include_self=False)  # As Keras checks them.
+      if not layer.supports_jit
+    ]
+    if blocking:
+      raise ValueError(
+        f"config.training.jit_compile=True, but these layers of {model.name} cannot be "
+        f"compiled with XLA (supports_jit=False): {', '.join(blocking)}. Set "
+        "config.training.jit_compile=False, or replace the layers."
+      )
+  model.compile(jit_compile=jit_compile, **kwargs)
+  if bool(model.jit_compile) != jit_compile:
+    raise RuntimeError(f"Keras set jit_compile={model.jit_compile}; expected {jit_compile}.")
 
 
 @dataclasses.dataclass(frozen=True)
