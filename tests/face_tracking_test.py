@@ -1,4 +1,4 @@
-"""The face tracker: synthetic detection sequences, then drawn videos through a stand-in detector."""
+"""The face tracker: synthetic detection sequences, and drawn videos with a stand-in detector."""
 
 import numpy as np
 import pytest
