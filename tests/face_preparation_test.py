@@ -49,9 +49,6 @@ class BrightFrameDetector:
       faces.append([face_detection.Face(box, 0.99)] if bright else [])
     return faces
 
-  def detect(self, images):
-    return [faces[0] if faces else None for faces in self.detect_all(images)]
-
 
 @pytest.fixture
 def video_tree(tmp_path):
@@ -333,3 +330,73 @@ def test_resuming_a_folder_prepared_before_tracking_is_refused(video_tree, tmp_p
   labels = pd.read_csv(output / "labels.csv", keep_default_na=False).set_index("video")
   assert labels.loc["folders/real/r1"].frames_kept == 3
   assert labels.loc["folders/real/r1"].track == ""
+
+
+class MeanLevelScorer:
+  """A stand-in for `ClipScorer` whose "probability of fake" is a clip's mean level / 255."""
+
+  num_frames, frame_size = 2, None
+
+  def __call__(self, clips):
+    return clips.mean(axis=(1, 2, 3, 4)) / 255
+
+
+def test_score_videos_scores_each_person_and_takes_the_max(drawn_tree):
+  scorer = MeanLevelScorer()
+  paths = [str(drawn_tree / "fake/pair.mp4"), str(drawn_tree / "real/wall.mp4")]
+  crop, tracking = TRACK_SETTINGS.crop, TRACK_SETTINGS.tracking
+
+  def score(tracks):
+    return video_scoring.score_videos(
+      paths, scorer, SquareDetector(), crop, 12, 4, "mean", tracks=tracks, tracking=tracking
+    )
+
+  pair, wall = score("all")
+  assert pair["rule"] == "max_over_tracks" and pair["status"] == "ok"
+  assert (pair["tracks"], pair["tracks_scored"], pair["faces"], pair["clips"]) == (3, 2, 24, 8)
+  assert (pair["track0_faces"], pair["track1_faces"]) == (12, 12)
+  assert "track2_faces" not in pair  # the small wall face is background
+  track_probabilities = [pair["track0_probability"], pair["track1_probability"]]
+  assert pair["probability_fake"] == max(track_probabilities)
+  assert track_probabilities == pytest.approx([150 / 255, 90 / 255], abs=0.03)
+  assert (wall["tracks"], wall["tracks_scored"], wall["track0_faces"]) == (2, 1, 10)
+
+  main_pair, _ = score("main")
+  assert main_pair["rule"] == "main_track" and main_pair["tracks_scored"] == 1
+  assert main_pair["probability_fake"] == pytest.approx(pair["track0_probability"])
+  old_pair, old_wall = score("none")  # the most confident face of each frame: the wall face
+  assert old_pair["rule"] == "most_confident_face_per_frame" and old_wall["faces"] == 12
+  assert not any(key.startswith("track0") for key in old_pair)
+
+  table = video_scoring.score_table([wall, pair])
+  assert list(table.columns[-4:]) == [
+    "track0_faces",
+    "track0_probability",
+    "track1_faces",
+    "track1_probability",
+  ]
+  assert np.isnan(table.track1_probability[0])
+  with pytest.raises(ValueError, match="tracks='some'"):
+    video_scoring.score_videos(paths, scorer, SquareDetector(), crop, tracks="some")
+
+
+def test_evaluate_combines_the_tracks_of_a_video(drawn_tree, tmp_path):
+  output = tmp_path / "faces"
+  prepare(
+    drawn_tree, output, dataclasses.replace(TRACK_SETTINGS, all_tracks=True), SquareDetector()
+  )
+  labels_csv = str(output / "labels.csv")
+  videos = deepfake_data.read_labels_csv(labels_csv)
+  sources = video_scoring.source_videos(labels_csv, videos.names)
+  assert sources == (["folders/fake/pair"] * 2 + ["folders/real/wall"], ["0", "1", "0"])
+  scorer = MeanLevelScorer()
+  per_row = video_scoring.evaluate_videos(videos, scorer, 4, "mean")
+  combined = video_scoring.evaluate_videos(videos, scorer, 4, "mean", sources)
+  assert per_row["video"]["count"] == 3 and combined["video"]["count"] == 2
+  assert combined["clip"] == per_row["clip"]
+  pair = combined["videos"][0]
+  assert (pair["video"], pair["tracks"], pair["label"]) == ("folders/fake/pair", 2, 1)
+  row_probabilities = [r["probability_fake"] for r in per_row["videos"][:2]]
+  assert [pair["track0_probability"], pair["track1_probability"]] == row_probabilities
+  assert pair["probability_fake"] == max(row_probabilities) == row_probabilities[0]
+  assert row_probabilities == pytest.approx([150 / 255, 90 / 255], abs=0.03)
