@@ -44,11 +44,16 @@ def detector_settings() -> face_detection.DetectorSettings:
   )
 
 
-def define_tracking_flags(max_missed: int = _TRACKER.max_missed) -> None:
-  """The tracker's flags; `max_missed` counts processed frames, so each command sets its own."""
+def define_tracking_flags(max_missed: int = _TRACKER.max_missed, people: bool = True) -> None:
+  """The tracker's flags; `max_missed` counts processed frames, so each command sets its own.
+
+  `people`: also the flags that choose the people of a video (deepfake tools).
+  """
   flags.DEFINE_integer(
     "max_missed", max_missed, "Processed frames a face track survives without a detection."
   )
+  if not people:
+    return
   flags.DEFINE_integer(
     "min_track_frames",
     _TRACKER.min_track_frames,
@@ -65,6 +70,6 @@ def tracker_settings() -> face_tracking.TrackerSettings:
   values = flags.FLAGS
   return face_tracking.TrackerSettings(
     max_missed=values.max_missed,
-    min_track_frames=values.min_track_frames,
-    background_size=values.background_size,
+    min_track_frames=getattr(values, "min_track_frames", _TRACKER.min_track_frames),
+    background_size=getattr(values, "background_size", _TRACKER.background_size),
   )
