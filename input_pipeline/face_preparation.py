@@ -332,7 +332,7 @@ def prepare_dataset(
   }
   logging.info(
     "Prepared %d videos in %.1f s (%.2f videos/s): %d without a face, %d failed; "
-    "%d face frames kept, %d sampled frames without a face. %s: %d videos; %s: %d.",
+    "%d face crops kept, %d sampled frames without the main face. %s: %d rows; %s: %d.",
     summary["prepared_now"],
     elapsed,
     summary["prepared_now"] / max(elapsed, 1e-9),

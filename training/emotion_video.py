@@ -176,11 +176,17 @@ def timeline_figure(rows: Sequence[dict[str, Any]], class_names: Sequence[str], 
     axes.set_axis_off()
     return figure
   colours = [f"C{i}" for i in range(len(class_names))]
+  end = max(row["time_s"] for row in rows if row["time_s"] is not None)
+  first = None
   for panel, track in enumerate(shown):
-    axes = figure.add_subplot(len(shown), 1, panel + 1)
+    axes = figure.add_subplot(len(shown), 1, panel + 1, sharex=first)  # One time axis.
+    first = first or axes
     times = [row["time_s"] for row in by_track[track]]
+    marker = "." if len(times) < 20 else None  # A short track stays visible.
     for name, colour in zip(class_names, colours, strict=True):
-      axes.plot(times, [row[f"p_{name}"] for row in by_track[track]], color=colour, label=name)
+      p = [row[f"p_{name}"] for row in by_track[track]]
+      axes.plot(times, p, color=colour, label=name, marker=marker)
+    axes.set_xlim(0, max(end, 1e-3))
     axes.set_ylim(0, 1)
     axes.set_ylabel("probability")
     axes.set_title(f"track {track} ({len(times)} frames)", fontsize=10)
