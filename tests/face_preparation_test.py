@@ -139,6 +139,14 @@ def test_mtcnn_finds_the_face_in_real_faceforensics_videos(tmp_path):
     assert len(faces.crops) >= 3, record.path
     assert min(faces.confidences) >= 0.9
     assert faces.crops[0].shape == (16, 16, 3)
+  # Tracked: the presenter of 004.mp4 is one main track, the only person.
+  path = os.path.join(FFPP_SAMPLE, "original_sequences/youtube/c23/videos/004.mp4")
+  settings = face_tracking.TrackerSettings()
+  video = face_tracking.track_video(path, detector, 8, settings)
+  main = video.tracks[0]
+  assert main.num_frames == 8 and 100 < main.mean_size < 200 and main.mean_confidence > 0.99
+  assert face_tracking.people_tracks(video.tracks, settings) == [main]
+  assert all(600 < x < 900 and 50 < y < 250 for x, y, _, _ in main.boxes)
 
 
 @pytest.mark.parametrize(

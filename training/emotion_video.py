@@ -42,7 +42,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from input_pipeline import face_tracking, video_io
-from input_pipeline.face_detection import CropSettings, crop_face
+from input_pipeline.face_detection import CropSettings, Face, crop_face
 from input_pipeline.fer2013 import DataError
 from training import emotion_inference, figures, io_utils
 
@@ -140,7 +140,9 @@ def smooth(previous: np.ndarray | None, current: np.ndarray, alpha: float) -> np
   return alpha * previous + (1.0 - alpha) * current
 
 
-def _face_row(frame: int, fps: float, track: int, face, p: np.ndarray, class_names) -> dict:
+def _face_row(
+  frame: int, fps: float, track: int, face: Face, p: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
   best = int(np.argmax(p))
   x, y, width, height = (round(float(v), 2) for v in face.box)
   confidence = None if math.isnan(face.confidence) else round(float(face.confidence), 4)
@@ -152,7 +154,7 @@ def _face_row(frame: int, fps: float, track: int, face, p: np.ndarray, class_nam
   )
 
 
-def _no_face_row(class_names: Sequence[str]) -> dict:
+def _no_face_row(class_names: Sequence[str]) -> dict[str, Any]:
   empty = ("frame", "time_s", "track", "status", "x", "y", "width", "height", "confidence")
   return (
     dict.fromkeys(empty)
@@ -161,7 +163,9 @@ def _no_face_row(class_names: Sequence[str]) -> dict:
   )
 
 
-def timeline_figure(rows: Sequence[dict[str, Any]], class_names: Sequence[str], title: str):
+def timeline_figure(
+  rows: Sequence[dict[str, Any]], class_names: Sequence[str], title: str
+) -> Figure:
   """One panel per track (the longest `TIMELINE_TRACKS`): its class probabilities over time."""
   by_track: dict[int, list[dict[str, Any]]] = {}
   for row in rows:
@@ -205,7 +209,7 @@ def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
   io_utils.write_text(path, buffer.getvalue())
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class VideoSettings:
   every: int = 1  # Detect and classify every N-th frame; the others repeat the last boxes.
   smoothing: float = 0.7  # alpha of the exponential smoothing per track (0: off).
