@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 import cv2
+import numpy as np
 import pandas as pd
 from absl import logging
 
@@ -103,7 +104,7 @@ def _make_detector(settings: PreparationSettings) -> face_detection.FaceDetector
   return face_detection.FaceDetector(settings.detector)
 
 
-def _write_jpeg(path: str, crop, quality: int, source: str) -> None:
+def _write_jpeg(path: str, crop: np.ndarray, quality: int, source: str) -> None:
   ok, encoded = cv2.imencode(
     ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
   )
