@@ -171,3 +171,34 @@ def test_the_command_on_a_video(tmp_path, tiny_model):
     command + [f"--video={video}", f"--images={video}"], cwd=REPO_ROOT, capture_output=True
   )
   assert both.returncode != 0 and b"Give either --images or --video" in both.stderr
+
+
+class InterruptedDetector(SquareDetector):
+  """Ctrl-C while the second chunk is being detected, as a user ends a webcam stream."""
+
+  calls = 0
+
+  def detect_all(self, images):
+    self.calls += 1
+    if self.calls == 2:
+      raise KeyboardInterrupt
+    return super().detect_all(images)
+
+
+def test_ctrl_c_finishes_the_outputs_of_the_frames_written(two_people, classifier, tmp_path):
+  settings = emotion_video.VideoSettings(progress=False, chunk_frames=4)
+  video = emotion_video.expand_videos([two_people])[0]
+  summary = emotion_video.predict_video(
+    video,
+    classifier,
+    InterruptedDetector(),
+    CROP,
+    EMOTION_CLASSES,
+    str(tmp_path),
+    TRACKING,
+    settings,
+  )
+  assert (summary["status"], summary["frames"], summary["faces"]) == ("ok", 4, 8)
+  assert len(read_video(str(tmp_path / "two_annotated.mp4"))[0]) == 4
+  assert pd.read_csv(tmp_path / "two.csv").frame.max() == 3
+  assert (tmp_path / "two_timeline.png").is_file()

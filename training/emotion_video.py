@@ -270,57 +270,61 @@ def predict_video(
   writer, size, count, processed = None, None, 0, 0
   bar = tqdm(total=total if total > 0 else None, unit="frame", disable=not settings.progress)
   start = time.time()
+  read = 0  # Frames read; `count`: frames written, with their rows.
   try:
     while True:
-      chunk = []  # (index, RGB frame) of every frame read.
-      interrupted = False
       try:
+        chunk = []  # (index, RGB frame) of every frame read.
         while sum(i % settings.every == 0 for i, _ in chunk) < settings.chunk_frames:
-          if settings.max_frames and count >= settings.max_frames:
+          if settings.max_frames and read >= settings.max_frames:
             break
           ok, frame = capture.read()
           if not ok or frame is None:
             break
-          chunk.append((count, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+          chunk.append((read, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+          read += 1
+        if not chunk:
+          break
+        if writer is None:
+          size = (chunk[0][1].shape[1], chunk[0][1].shape[0])
+          writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+          if not writer.isOpened():
+            raise RuntimeError(f"OpenCV cannot write an mp4v video to {partial!r}.")
+        todo = [(i, frame) for i, frame in chunk if i % settings.every == 0]
+        detections = detector.detect_all([frame for _, frame in todo]) if todo else []
+        crops, owners = [], []
+        for (i, frame), faces in zip(todo, detections, strict=True):
+          for track, face in zip(tracker.update(i, faces), faces, strict=True):
+            image = crop_face(frame, face.box, crop)
+            crops.append(emotion_inference.to_grayscale(image) if settings.grayscale else image)
+            owners.append((i, track, face))
+        probabilities = emotion_inference.classify_crops(predict, crops, settings.batch_size)
+        if probabilities.size and probabilities.shape[1] != len(class_names):
+          raise ValueError(
+            f"The model outputs {probabilities.shape[1]} classes; expected {len(class_names)} "
+            f"({', '.join(class_names)}). Is --model an emotion model?"
+          )
+        frame_rows: dict[int, list] = {i: [] for i, _ in todo}
+        overlays: dict[int, list] = {i: [] for i, _ in todo}
+        for (i, track, face), p in zip(owners, probabilities, strict=True):
+          smoothed[track] = smooth(smoothed.get(track), p, settings.smoothing)
+          row = _face_row(i, fps, track, face, smoothed[track], class_names)
+          frame_rows[i].append(row)
+          caption = f"#{track} {row['emotion']} {row['probability']:.2f}"
+          overlays[i].append((face.box, caption, TRACK_COLOURS[track % len(TRACK_COLOURS)]))
+        for i, frame in chunk:  # A frame's rows count once the frame is written.
+          overlay = overlays.get(i, overlay)
+          boxes, captions, colours = zip(*overlay, strict=True) if overlay else ((), (), ())
+          drawn = emotion_inference.annotate(frame, boxes, captions, colours)
+          writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+          rows += frame_rows.get(i, [])
+          processed += int(i in frame_rows)
           count += 1
+          bar.update()
       except KeyboardInterrupt:  # Ctrl-C ends a webcam stream; the outputs are finished.
-        logging.warning("Interrupted: finishing the outputs of %s.", video.name)
-        interrupted = True
-      if not chunk:
-        break
-      if writer is None:
-        size = (chunk[0][1].shape[1], chunk[0][1].shape[0])
-        writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not writer.isOpened():
-          raise RuntimeError(f"OpenCV cannot write an mp4v video to {partial!r}.")
-      todo = [(i, frame) for i, frame in chunk if i % settings.every == 0]
-      detections = detector.detect_all([frame for _, frame in todo]) if todo else []
-      crops, owners = [], []
-      for (i, frame), faces in zip(todo, detections, strict=True):
-        for track, face in zip(tracker.update(i, faces), faces, strict=True):
-          image = crop_face(frame, face.box, crop)
-          crops.append(emotion_inference.to_grayscale(image) if settings.grayscale else image)
-          owners.append((i, track, face))
-      probabilities = emotion_inference.classify_crops(predict, crops, settings.batch_size)
-      if probabilities.size and probabilities.shape[1] != len(class_names):
-        raise ValueError(
-          f"The model outputs {probabilities.shape[1]} classes; expected {len(class_names)} "
-          f"({', '.join(class_names)}). Is --model an emotion model?"
+        logging.warning(
+          "Interrupted: finishing the outputs of %s with its %d frames written.", video.name, count
         )
-      overlays: dict[int, list] = {i: [] for i, _ in todo}
-      for (i, track, face), p in zip(owners, probabilities, strict=True):
-        smoothed[track] = smooth(smoothed.get(track), p, settings.smoothing)
-        rows.append(_face_row(i, fps, track, face, smoothed[track], class_names))
-        caption = f"#{track} {rows[-1]['emotion']} {rows[-1]['probability']:.2f}"
-        overlays[i].append((face.box, caption, TRACK_COLOURS[track % len(TRACK_COLOURS)]))
-      for i, frame in chunk:
-        overlay = overlays.get(i, overlay)
-        boxes, captions, colours = zip(*overlay, strict=True) if overlay else ((), (), ())
-        drawn = emotion_inference.annotate(frame, boxes, captions, colours)
-        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-      processed += len(todo)
-      bar.update(len(chunk))
-      if interrupted:
         break
   finally:
     bar.close()
@@ -329,9 +333,12 @@ def predict_video(
       writer.release()
   seconds = time.time() - start
   if count == 0:
-    logging.warning("%s: no frame could be decoded. Reported as unreadable.", video.source)
     if os.path.exists(partial):
       os.remove(partial)
+    if read:  # Ctrl-C before the first frame was written.
+      logging.warning("%s: interrupted before any frame was written.", video.source)
+      return summary | {"status": "interrupted"}
+    logging.warning("%s: no frame could be decoded. Reported as unreadable.", video.source)
     return summary
   os.replace(partial, annotated_path)
   tracks = sorted({row["track"] for row in rows})
