@@ -172,13 +172,15 @@ class VideoFaces:
 def extract_video_faces(
   path: str, detector: FaceDetector, num_frames: int, settings: CropSettings
 ) -> VideoFaces:
-  """Samples `num_frames` evenly spaced frames and crops the best face of each.
+  """Samples `num_frames` evenly spaced frames and crops the most confident face of each.
+
+  The rule before face tracking (`face_tracking`), kept for `score_videos --tracks=none`.
 
   Raises:
     video_io.VideoError: the video cannot be opened or decoded.
   """
   frames, indices = video_io.read_frames(path, num_frames)
-  faces = detector.detect(list(frames))
+  faces = [found[0] if found else None for found in detector.detect_all(list(frames))]
   result = VideoFaces([], [], [], len(frames))
   for frame, index, face in zip(frames, indices, faces, strict=True):
     if face is not None:

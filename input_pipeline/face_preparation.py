@@ -1,20 +1,32 @@
 """Turns a video data set into the face crops and labels CSV the deepfake trainer reads.
 
+The faces of a video's sampled frames are tracked (`face_tracking`), and the
+crops come from its main track, the person the video is about, never from a
+small face in the background (a photo on the wall, a screen); with
+`all_tracks`, every person (track) with enough frames gets its own clip folder.
+
 Output layout under `output_dir`:
 
-  <video_id>/<frame>.jpg   the face crop of each sampled frame with a face
+  <video_id>/<frame>.jpg   the main track's face crop in each sampled frame it is in
+  <video_id>/track<k>/<frame>.jpg   with all_tracks: the crops of track k instead
+  <video_id>/faces.csv     every crop written: frame (index in the video), track,
+                           x, y, width, height (the detected box in source-frame
+                           pixels), confidence
   <video_id>/faces.json    what was done: the record, frames sampled and kept,
-                           their indices and detector confidences
+                           every track found (frames, mean size and confidence)
   labels.csv               video,label,group,split,dataset,method,frames_kept,
-                           frames_without_face,source_path (videos with a face)
+                           frames_without_face,source_path,track (one row per
+                           folder of crops; the tracks of a video share its label
+                           and group)
   skipped.csv              videos without a face or that could not be decoded
   preparation.json         the settings, checked on resume
 
-Each video folder is written beside its final place and renamed into it, so
-a video either has its complete folder with `faces.json` or none: an
-interrupted run resumes by skipping finished videos. `labels.csv` is rebuilt
-from every `faces.json` under `output_dir`, so separate runs (for example one
-per DFDC part) into one folder add up.
+Tracks are numbered by rank: track0 is the main track. Each video folder is
+written beside its final place and renamed into it, so a video either has its
+complete folder with `faces.json` or none: an interrupted run resumes by
+skipping finished videos. `labels.csv` is rebuilt from every `faces.json`
+under `output_dir`, so separate runs (for example one per DFDC part) into one
+folder add up.
 """
 
 from __future__ import annotations
@@ -29,15 +41,18 @@ import time
 from typing import Any
 
 import cv2
+import numpy as np
 import pandas as pd
 from absl import logging
 
-from input_pipeline import face_detection, video_io
+from input_pipeline import face_detection, face_tracking, video_io
 from input_pipeline.fer2013 import DataError
 from input_pipeline.video_datasets import Catalogue, VideoRecord
 from training import io_utils
 
 FACES_FILE = "faces.json"
+BOXES_FILE = "faces.csv"
+BOXES_COLUMNS = ("frame", "track", "x", "y", "width", "height", "confidence")
 LABELS_FILE = "labels.csv"
 SKIPPED_FILE = "skipped.csv"
 SETTINGS_FILE = "preparation.json"
@@ -51,6 +66,7 @@ LABELS_COLUMNS = (
   "frames_kept",
   "frames_without_face",
   "source_path",
+  "track",
 )
 
 
@@ -60,6 +76,8 @@ class PreparationSettings:
   crop: face_detection.CropSettings = face_detection.CropSettings()
   detector: face_detection.DetectorSettings = face_detection.DetectorSettings()
   jpeg_quality: int = 95
+  tracking: face_tracking.TrackerSettings = face_tracking.TrackerSettings()
+  all_tracks: bool = False  # Every person's track in its own folder, not the main one only.
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -86,47 +104,84 @@ def _make_detector(settings: PreparationSettings) -> face_detection.FaceDetector
   return face_detection.FaceDetector(settings.detector)
 
 
+def _write_jpeg(path: str, crop: np.ndarray, quality: int, source: str) -> None:
+  ok, encoded = cv2.imencode(
+    ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+  )
+  if not ok:
+    raise RuntimeError(f"OpenCV could not encode a face crop of {source!r}.")
+  with open(path, "wb") as file:
+    file.write(encoded.tobytes())
+
+
 def prepare_video(
   record: VideoRecord,
   output_dir: str,
   settings: PreparationSettings,
-  detector: face_detection.FaceDetector,
+  detector: face_tracking.AllFacesDetector,
 ) -> VideoResult:
-  """Extracts and writes one video's faces; a decode failure is a result, not an error."""
+  """Tracks and writes one video's faces; a decode failure is a result, not an error."""
   try:
-    faces = face_detection.extract_video_faces(
-      record.path, detector, settings.num_frames, settings.crop
-    )
+    video = face_tracking.track_video(record.path, detector, settings.num_frames, settings.tracking)
   except video_io.VideoError as error:
     return VideoResult(record.video_id, "failed", message=str(error))
+  if settings.all_tracks:
+    chosen = face_tracking.people_tracks(video.tracks, settings.tracking)
+  else:
+    chosen = video.tracks[:1]
+  rank = {track.track_id: k for k, track in enumerate(video.tracks)}
+  background = face_tracking.background_tracks(video.tracks, settings.tracking)
   folder = _video_folder(output_dir, record.video_id)
   partial = f"{folder}.partial"
   if os.path.exists(partial):
     shutil.rmtree(partial)
   os.makedirs(partial)
-  for crop, index in zip(faces.crops, faces.frame_indices, strict=True):
-    ok, encoded = cv2.imencode(
-      ".jpg",
-      cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-      [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality],
+  boxes, written = [], []
+  for track in chosen:
+    k = rank[track.track_id]
+    subfolder = f"track{k}" if settings.all_tracks else ""
+    os.makedirs(os.path.join(partial, subfolder), exist_ok=True)
+    crops = video.crops(track, settings.crop)
+    for crop, frame, box, confidence in zip(
+      crops, track.frames, track.boxes, track.confidences, strict=True
+    ):
+      path = os.path.join(partial, subfolder, f"{frame:06d}.jpg")
+      _write_jpeg(path, crop, settings.jpeg_quality, record.path)
+      x, y, width, height = (round(v, 2) for v in box)
+      boxes.append({"frame": frame, "track": k, "x": x, "y": y, "width": width, "height": height})
+      boxes[-1]["confidence"] = round(confidence, 4)
+    written.append(
+      {
+        "track": k,
+        "folder": subfolder,
+        "frames_kept": track.num_frames,
+        "frames_without_face": video.frames_sampled - track.num_frames,
+      }
     )
-    if not ok:
-      raise RuntimeError(f"OpenCV could not encode a face crop of {record.path!r}.")
-    with open(os.path.join(partial, f"{index:06d}.jpg"), "wb") as file:
-      file.write(encoded.tobytes())
+  main = chosen[0] if chosen else None
   summary = {
     "record": dataclasses.asdict(record) | {"path": os.path.abspath(record.path)},
-    "frames_sampled": faces.frames_sampled,
-    "frames_kept": len(faces.crops),
-    "frames_without_face": faces.frames_without_face,
-    "frame_indices": faces.frame_indices,
-    "confidences": [round(c, 4) for c in faces.confidences],
+    "frames_sampled": video.frames_sampled,
+    "frames_kept": sum(w["frames_kept"] for w in written),
+    "frames_without_face": video.frames_sampled - (main.num_frames if main else 0),
+    "frame_indices": main.frames if main else [],  # The main track's.
+    "confidences": [round(c, 4) for c in main.confidences] if main else [],
+    "written": written,
+    "tracks": [
+      track.describe()
+      | {"track": k, "background": track.track_id in background}
+      | {"written": any(w["track"] == k for w in written)}
+      for k, track in enumerate(video.tracks)
+    ],
   }
+  table = pd.DataFrame(boxes, columns=list(BOXES_COLUMNS)).sort_values(["track", "frame"])
+  table.to_csv(os.path.join(partial, BOXES_FILE), index=False)
   with open(os.path.join(partial, FACES_FILE), "w", encoding="utf-8") as file:
     json.dump(summary, file, indent=1)
   io_utils.replace_directory(partial, folder)
-  status = "done" if faces.crops else "no_face"
-  return VideoResult(record.video_id, status, len(faces.crops), faces.frames_without_face)
+  kept = summary["frames_kept"]
+  status = "done" if kept else "no_face"
+  return VideoResult(record.video_id, status, kept, summary["frames_without_face"])
 
 
 # One detector per worker process, built once by the pool's initializer.
@@ -156,16 +211,22 @@ def _check_settings(output_dir: str, settings: PreparationSettings) -> None:
       existing = json.load(file)
     if existing != wanted:
       differing = sorted(k for k in wanted if existing.get(k) != wanted[k])
+      earlier = " (written before face tracking: crops of the most confident face per frame)"
       raise DataError(
         f"{output_dir} was prepared with other settings ({', '.join(differing)} differ; see "
-        f"{path}). Use the same settings to resume, or a new output folder."
+        f"{path}{earlier if 'tracking' not in existing else ''}). Use the same settings to "
+        "resume, or a new output folder."
       )
   else:
     io_utils.write_json(path, wanted)
 
 
 def write_labels(output_dir: str, failures: list[tuple[str, str]]) -> tuple[int, int]:
-  """Rebuilds labels.csv and skipped.csv from every faces.json; returns their row counts."""
+  """Rebuilds labels.csv and skipped.csv from every faces.json; returns their row counts.
+
+  One labels row per folder of crops: a video's, or with all_tracks each of its
+  tracks' (`<video_id>/track<k>`), all with the video's label and group.
+  """
   rows, skipped = [], []
   for folder, directories, files in os.walk(output_dir):
     directories[:] = sorted(d for d in directories if not d.endswith((".partial", ".old")))
@@ -174,21 +235,24 @@ def write_labels(output_dir: str, failures: list[tuple[str, str]]) -> tuple[int,
     with open(os.path.join(folder, FACES_FILE), encoding="utf-8") as file:
       summary = json.load(file)
     record = summary["record"]
-    if summary["frames_kept"]:
+    # faces.json of an earlier version, without tracks: one folder, the video's own.
+    written = summary.get("written", [{"track": "", "folder": ""} | summary])
+    for entry in written if summary["frames_kept"] else []:
       rows.append(
         {
-          "video": record["video_id"],
+          "video": "/".join(p for p in (record["video_id"], entry["folder"]) if p),
           "label": record["label"],
           "group": record["group"],
           "split": record["split"],
           "dataset": record["dataset"],
           "method": record["method"],
-          "frames_kept": summary["frames_kept"],
-          "frames_without_face": summary["frames_without_face"],
+          "frames_kept": entry["frames_kept"],
+          "frames_without_face": entry["frames_without_face"],
           "source_path": record["path"],
+          "track": entry["track"],
         }
       )
-    else:
+    if not summary["frames_kept"]:
       reason = f"no face in {summary['frames_sampled']} sampled frames"
       skipped.append({"source_path": record["path"], "reason": reason})
   skipped += [{"source_path": path, "reason": reason} for path, reason in failures]
@@ -205,7 +269,7 @@ def prepare_dataset(
   settings: PreparationSettings,
   workers: int = 1,
   progress: bool = True,
-  detector: face_detection.FaceDetector | None = None,
+  detector: face_tracking.AllFacesDetector | None = None,
 ) -> dict[str, Any]:
   """Prepares every video not done yet, `workers` processes in parallel; returns a summary.
 
@@ -269,7 +333,7 @@ def prepare_dataset(
   }
   logging.info(
     "Prepared %d videos in %.1f s (%.2f videos/s): %d without a face, %d failed; "
-    "%d face frames kept, %d sampled frames without a face. %s: %d videos; %s: %d.",
+    "%d face crops kept, %d sampled frames without the main face. %s: %d rows; %s: %d.",
     summary["prepared_now"],
     elapsed,
     summary["prepared_now"] / max(elapsed, 1e-9),

@@ -1,11 +1,13 @@
 """Face preparation, video scoring and video-level evaluation on generated videos.
 
 Generated videos hold no real faces, so most tests use `BrightFrameDetector`,
-which "finds" a face in the middle of every frame brighter than a threshold;
-the MTCNN detector itself runs on a blank video here and, when
+which "finds" a face in the middle of every frame brighter than a threshold,
+or `SquareDetector`, which finds the grey squares of drawn videos; the MTCNN
+detector itself runs on a blank video here and, when
 `../shared/data/ffpp_sample` is present, on real FaceForensics++ faces.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,10 +17,16 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, write_video
+from conftest import REPO_ROOT, SquareDetector, write_drawn_video, write_video
 
 from configs import deepfake as deepfake_config
-from input_pipeline import deepfake_data, face_detection, face_preparation, video_datasets
+from input_pipeline import (
+  deepfake_data,
+  face_detection,
+  face_preparation,
+  face_tracking,
+  video_datasets,
+)
 from input_pipeline.fer2013 import DataError
 from training import deepfake as deepfake_trainer
 from training import video_scoring
@@ -32,13 +40,13 @@ SETTINGS = face_preparation.PreparationSettings(
 class BrightFrameDetector:
   """A face box in the middle of each frame whose mean level exceeds 30."""
 
-  def detect(self, images):
+  def detect_all(self, images):
     faces = []
     for image in images:
       height, width = image.shape[:2]
       bright = image.mean() > 30
       box = (width / 4, height / 4, width / 2, height / 2)
-      faces.append(face_detection.Face(box, 0.99) if bright else None)
+      faces.append([face_detection.Face(box, 0.99)] if bright else [])
     return faces
 
 
@@ -54,10 +62,10 @@ def video_tree(tmp_path):
   return root
 
 
-def prepare(source, output, settings=SETTINGS):
+def prepare(source, output, settings=SETTINGS, detector=None):
   catalogue = video_datasets.load_catalogue("folders", str(source))
   return face_preparation.prepare_dataset(
-    catalogue, str(output), settings, progress=False, detector=BrightFrameDetector()
+    catalogue, str(output), settings, progress=False, detector=detector or BrightFrameDetector()
   )
 
 
@@ -77,8 +85,13 @@ def test_prepare_writes_faces_labels_and_skips(video_tree, tmp_path):
     "000004.jpg",
     "000007.jpg",
     "000010.jpg",
+    "faces.csv",
     "faces.json",
   ]
+  boxes = pd.read_csv(output / "folders/real/r1/faces.csv")
+  assert list(boxes.columns) == list(face_preparation.BOXES_COLUMNS)
+  assert boxes.frame.tolist() == [4, 7, 10] and set(boxes.track) == {0}
+  assert boxes[["x", "y", "width", "height"]].iloc[0].tolist() == [16, 12, 32, 24]
   skipped = pd.read_csv(output / "skipped.csv")
   reasons = dict(zip(skipped.source_path.map(os.path.basename), skipped.reason, strict=True))
   assert reasons["dark.mp4"] == "no face in 2 sampled frames"
@@ -126,6 +139,14 @@ def test_mtcnn_finds_the_face_in_real_faceforensics_videos(tmp_path):
     assert len(faces.crops) >= 3, record.path
     assert min(faces.confidences) >= 0.9
     assert faces.crops[0].shape == (16, 16, 3)
+  # Tracked: the presenter of 004.mp4 is one main track, the only person.
+  path = os.path.join(FFPP_SAMPLE, "original_sequences/youtube/c23/videos/004.mp4")
+  settings = face_tracking.TrackerSettings()
+  video = face_tracking.track_video(path, detector, 8, settings)
+  main = video.tracks[0]
+  assert main.num_frames == 8 and 100 < main.mean_size < 200 and main.mean_confidence > 0.99
+  assert face_tracking.people_tracks(video.tracks, settings) == [main]
+  assert all(600 < x < 900 and 50 < y < 250 for x, y, _, _ in main.boxes)
 
 
 @pytest.mark.parametrize(
@@ -230,3 +251,160 @@ def test_prepare_command_with_mtcnn(video_tree, tmp_path):
   assert pd.read_csv(output / "labels.csv").empty  # grey frames hold no face
   assert len(pd.read_csv(output / "skipped.csv")) == 5
   assert keras.__version__  # the command ran beside the Keras the tests use
+
+
+TRACK_SETTINGS = face_preparation.PreparationSettings(
+  num_frames=12,
+  crop=face_detection.CropSettings("tight", margin=0.0),
+  tracking=face_tracking.TrackerSettings(min_track_frames=4),
+)
+
+
+@pytest.fixture
+def drawn_tree(tmp_path):
+  """real/wall.mp4: a person (grey, moving, missed in frames 3 and 7) and a small, brighter
+  (more confident) static face on the wall in every frame; fake/pair.mp4: two people and
+  the same wall face."""
+  root = tmp_path / "drawn"
+  wall, pair = [], []
+  for i in range(12):
+    photo, person = (140, 4, 12, 230), (20 + 2 * i, 50, 36, 150)
+    wall.append([photo] + ([] if i in (3, 7) else [person]))
+    pair.append([photo, person, (100 - i, 52, 34, 90)])
+  write_drawn_video(str(root / "real/wall.mp4"), wall)
+  write_drawn_video(str(root / "fake/pair.mp4"), pair)
+  return root
+
+
+def test_prepare_crops_the_main_track_not_a_background_face(drawn_tree, tmp_path):
+  output = tmp_path / "faces"
+  summary = prepare(drawn_tree, output, TRACK_SETTINGS, SquareDetector())
+  assert summary["prepared_now"] == 2 and summary["frames_kept"] == 10 + 12
+  boxes = pd.read_csv(output / "folders/real/wall/faces.csv")
+  assert boxes.frame.tolist() == [i for i in range(12) if i not in (3, 7)]
+  assert set(boxes.track) == {0} and set(boxes.width) == {36} and set(boxes.y) == {50}
+  np.testing.assert_allclose(boxes.x, 20 + 2 * boxes.frame)
+  assert set(boxes.confidence.round(4)) == {round(150 / 255, 4)}
+  crops = sorted(p for p in os.listdir(output / "folders/real/wall") if p.endswith(".jpg"))
+  assert len(crops) == 10
+  faces = json.loads((output / "folders/real/wall/faces.json").read_text())
+  assert [(t["frames"], t["background"], t["written"]) for t in faces["tracks"]] == [
+    (10, False, True),
+    (12, True, False),
+  ]
+  labels = pd.read_csv(output / "labels.csv")
+  assert labels.video.tolist() == ["folders/fake/pair", "folders/real/wall"]
+  assert labels.track.tolist() == [0, 0] and labels.frames_without_face.tolist() == [0, 2]
+
+
+def test_prepare_all_tracks_writes_a_folder_per_person(drawn_tree, tmp_path):
+  output = tmp_path / "faces"
+  settings = dataclasses.replace(TRACK_SETTINGS, all_tracks=True)
+  prepare(drawn_tree, output, settings, SquareDetector())
+  pair = output / "folders/fake/pair"
+  assert sorted(os.listdir(pair)) == ["faces.csv", "faces.json", "track0", "track1"]
+  assert len(os.listdir(pair / "track0")) == len(os.listdir(pair / "track1")) == 12
+  boxes = pd.read_csv(pair / "faces.csv")
+  assert boxes.groupby("track").width.unique().to_dict() == {0: [36], 1: [34]}
+  labels = pd.read_csv(output / "labels.csv", keep_default_na=False)
+  assert labels.video.tolist() == [
+    "folders/fake/pair/track0",
+    "folders/fake/pair/track1",
+    "folders/real/wall/track0",  # the wall face is background: not written
+  ]
+  assert labels.label.tolist() == [1, 1, 0] and labels.track.tolist() == [0, 1, 0]
+  assert labels.group.tolist()[0] == labels.group.tolist()[1]
+  # The trainer reads the track folders as videos; a grouped split keeps them together.
+  videos = deepfake_data.read_labels_csv(str(output / "labels.csv"))
+  assert [len(p) for p in videos.frame_paths] == [12, 12, 10]
+  assert videos.groups[0] == videos.groups[1]
+
+
+def test_resuming_a_folder_prepared_before_tracking_is_refused(video_tree, tmp_path):
+  output = tmp_path / "faces"
+  prepare(video_tree, output)
+  settings_file = output / "preparation.json"
+  earlier = json.loads(settings_file.read_text())
+  del earlier["tracking"], earlier["all_tracks"]
+  settings_file.write_text(json.dumps(earlier))
+  with pytest.raises(DataError, match="all_tracks, tracking differ.*before face tracking"):
+    prepare(video_tree, output)
+  # Its labels.csv is rebuilt from the earlier faces.json as before.
+  faces_json = output / "folders/real/r1/faces.json"
+  summary = json.loads(faces_json.read_text())
+  del summary["written"], summary["tracks"]
+  faces_json.write_text(json.dumps(summary))
+  face_preparation.write_labels(str(output), [])
+  labels = pd.read_csv(output / "labels.csv", keep_default_na=False).set_index("video")
+  assert labels.loc["folders/real/r1"].frames_kept == 3
+  assert labels.loc["folders/real/r1"].track == ""
+
+
+class MeanLevelScorer:
+  """A stand-in for `ClipScorer` whose "probability of fake" is a clip's mean level / 255."""
+
+  num_frames, frame_size = 2, None
+
+  def __call__(self, clips):
+    return clips.mean(axis=(1, 2, 3, 4)) / 255
+
+
+def test_score_videos_scores_each_person_and_takes_the_max(drawn_tree):
+  scorer = MeanLevelScorer()
+  paths = [str(drawn_tree / "fake/pair.mp4"), str(drawn_tree / "real/wall.mp4")]
+  crop, tracking = TRACK_SETTINGS.crop, TRACK_SETTINGS.tracking
+
+  def score(tracks):
+    return video_scoring.score_videos(
+      paths, scorer, SquareDetector(), crop, 12, 4, "mean", tracks=tracks, tracking=tracking
+    )
+
+  pair, wall = score("all")
+  assert pair["rule"] == "max_over_tracks" and pair["status"] == "ok"
+  assert (pair["tracks"], pair["tracks_scored"], pair["faces"], pair["clips"]) == (3, 2, 24, 8)
+  assert (pair["track0_faces"], pair["track1_faces"]) == (12, 12)
+  assert "track2_faces" not in pair  # the small wall face is background
+  track_probabilities = [pair["track0_probability"], pair["track1_probability"]]
+  assert pair["probability_fake"] == max(track_probabilities)
+  assert track_probabilities == pytest.approx([150 / 255, 90 / 255], abs=0.03)
+  assert (wall["tracks"], wall["tracks_scored"], wall["track0_faces"]) == (2, 1, 10)
+
+  main_pair, _ = score("main")
+  assert main_pair["rule"] == "main_track" and main_pair["tracks_scored"] == 1
+  assert main_pair["probability_fake"] == pytest.approx(pair["track0_probability"])
+  old_pair, old_wall = score("none")  # the most confident face of each frame: the wall face
+  assert old_pair["rule"] == "most_confident_face_per_frame" and old_wall["faces"] == 12
+  assert not any(key.startswith("track0") for key in old_pair)
+
+  table = video_scoring.score_table([wall, pair])
+  assert list(table.columns[-4:]) == [
+    "track0_faces",
+    "track0_probability",
+    "track1_faces",
+    "track1_probability",
+  ]
+  assert np.isnan(table.track1_probability[0])
+  with pytest.raises(ValueError, match="tracks='some'"):
+    video_scoring.score_videos(paths, scorer, SquareDetector(), crop, tracks="some")
+
+
+def test_evaluate_combines_the_tracks_of_a_video(drawn_tree, tmp_path):
+  output = tmp_path / "faces"
+  prepare(
+    drawn_tree, output, dataclasses.replace(TRACK_SETTINGS, all_tracks=True), SquareDetector()
+  )
+  labels_csv = str(output / "labels.csv")
+  videos = deepfake_data.read_labels_csv(labels_csv)
+  sources = video_scoring.source_videos(labels_csv, videos.names)
+  assert sources == (["folders/fake/pair"] * 2 + ["folders/real/wall"], ["0", "1", "0"])
+  scorer = MeanLevelScorer()
+  per_row = video_scoring.evaluate_videos(videos, scorer, 4, "mean")
+  combined = video_scoring.evaluate_videos(videos, scorer, 4, "mean", sources)
+  assert per_row["video"]["count"] == 3 and combined["video"]["count"] == 2
+  assert combined["clip"] == per_row["clip"]
+  pair = combined["videos"][0]
+  assert (pair["video"], pair["tracks"], pair["label"]) == ("folders/fake/pair", 2, 1)
+  row_probabilities = [r["probability_fake"] for r in per_row["videos"][:2]]
+  assert [pair["track0_probability"], pair["track1_probability"]] == row_probabilities
+  assert pair["probability_fake"] == max(row_probabilities) == row_probabilities[0]
+  assert row_probabilities == pytest.approx([150 / 255, 90 / 255], abs=0.03)

@@ -7,7 +7,9 @@ Reads a labels CSV as the trainer does (`tools.prepare_faces` writes one),
 keeps the rows of `--split` (`all` keeps every row), scores up to
 `--max_clips` clips per video and writes `metrics.json` (ROC-AUC, log-loss,
 accuracy and balanced accuracy, per clip and per video) and
-`video_scores.csv`.
+`video_scores.csv`. Rows that are tracks of one video (`prepare_faces
+--all_tracks`) make one video, scored as the maximum over its tracks, as
+`tools.score_videos` does (`--nocombine_tracks`: each row a video).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 
-import pandas as pd
 from absl import app, flags, logging
 
 from input_pipeline import deepfake_data
@@ -33,6 +34,9 @@ def _define_flags() -> None:
     "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
   )
   flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
+  flags.DEFINE_boolean(
+    "combine_tracks", True, "Score the track rows of a video as one video (max over tracks)."
+  )
   flags.DEFINE_string("output", "video_evaluation", "Folder for the results.")
 
 
@@ -42,8 +46,11 @@ def main(argv: list[str]) -> None:
   videos = video_scoring.select_split(videos, flags.FLAGS.split, flags.FLAGS.labels_csv)
   scorer = video_scoring.ClipScorer(flags.FLAGS.model)
   logging.info("Scoring %d videos of split %r.", len(videos), flags.FLAGS.split)
+  sources = None
+  if flags.FLAGS.combine_tracks:
+    sources = video_scoring.source_videos(flags.FLAGS.labels_csv, videos.names)
   result = video_scoring.evaluate_videos(
-    videos, scorer, flags.FLAGS.max_clips, flags.FLAGS.aggregation
+    videos, scorer, flags.FLAGS.max_clips, flags.FLAGS.aggregation, sources
   )
   per_video = result.pop("videos")
   report = {
@@ -54,7 +61,7 @@ def main(argv: list[str]) -> None:
   io_utils.write_json(os.path.join(flags.FLAGS.output, "metrics.json"), report | result)
   io_utils.write_text(
     os.path.join(flags.FLAGS.output, "video_scores.csv"),
-    pd.DataFrame(per_video).to_csv(index=False),
+    video_scoring.score_table(per_video).to_csv(index=False),
   )
   logging.info("%s", json.dumps(result, indent=1))
 

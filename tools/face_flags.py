@@ -1,17 +1,19 @@
-"""Face detection and crop flags shared by the commands that extract faces.
+"""Face detection, crop and tracking flags shared by the commands that extract faces.
 
-Scoring must crop faces as the training data were cropped, so both commands
-take the same flags with the same defaults, defined once here.
+Scoring must crop and choose faces as the training data were cropped and
+chosen, so the commands take the same flags with the same defaults, defined
+once here.
 """
 
 from __future__ import annotations
 
 from absl import flags
 
-from input_pipeline import face_detection
+from input_pipeline import face_detection, face_tracking
 
 _CROP = face_detection.CropSettings()
 _DETECTOR = face_detection.DetectorSettings()
+_TRACKER = face_tracking.TrackerSettings()
 
 
 def define_flags() -> None:
@@ -39,4 +41,35 @@ def detector_settings() -> face_detection.DetectorSettings:
     values.min_face_size,
     values.detection_max_side,
     values.detection_batch_size,
+  )
+
+
+def define_tracking_flags(max_missed: int = _TRACKER.max_missed, people: bool = True) -> None:
+  """The tracker's flags; `max_missed` counts processed frames, so each command sets its own.
+
+  `people`: also the flags that choose the people of a video (deepfake tools).
+  """
+  flags.DEFINE_integer(
+    "max_missed", max_missed, "Processed frames a face track survives without a detection."
+  )
+  if not people:
+    return
+  flags.DEFINE_integer(
+    "min_track_frames",
+    _TRACKER.min_track_frames,
+    "Frames a track needs to be scored or written as its own person (the main track always is).",
+  )
+  flags.DEFINE_float(
+    "background_size",
+    _TRACKER.background_size,
+    "Tracks smaller than this x the largest lasting face are background faces (0: none are).",
+  )
+
+
+def tracker_settings() -> face_tracking.TrackerSettings:
+  values = flags.FLAGS
+  return face_tracking.TrackerSettings(
+    max_missed=values.max_missed,
+    min_track_frames=getattr(values, "min_track_frames", _TRACKER.min_track_frames),
+    background_size=getattr(values, "background_size", _TRACKER.background_size),
   )

@@ -19,6 +19,15 @@ its probability, `p_<class>` for every class; an image without a face or that
 cannot be decoded gets one row with status `no_face` or `unreadable`, and a
 warning) and `annotated/<path>.jpg` (each image with its boxes and captions;
 a folder's images keep their path from the folder's parent).
+
+Videos and webcams (`--video=clip.mp4,clips/` or `--video=0`, instead of
+`--images`): every frame, or every `--every`-th, goes through the detector and
+the face tracker; each track's probabilities are smoothed (`--smoothing`,
+exponential, 0 = off). Writes `<name>.csv`, `<name>_annotated.mp4`,
+`<name>_timeline.png` per video and `videos.csv`; see training/emotion_video.py.
+
+  python -m tools.predict_emotion --model=runs/emotion_quick/checkpoints/best.keras \
+      --video=interview.mp4 --output=predictions/ [--every=2] [--smoothing=0.7]
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from absl import app, flags, logging
 from input_pipeline import face_detection
 from input_pipeline.labels import EMOTION_CLASSES
 from tools import face_flags
-from training import emotion_inference
+from training import emotion_inference, emotion_video
 
 
 def _define_flags() -> None:
@@ -47,12 +56,62 @@ def _define_flags() -> None:
   flags.DEFINE_bool("grayscale", True, "Grayscale crops, as FER2013 is; off for colour models.")
   flags.DEFINE_integer("batch_size", 32, "Face crops per model call.")
   face_flags.define_flags()
+  _define_video_flags()
+
+
+def _define_video_flags() -> None:
+  """Emotion on videos (`--video`); see training/emotion_video.py."""
+  video = emotion_video.VideoSettings()
+  flags.DEFINE_list("video", None, "Video files, folders of videos, or webcam indices (0).")
+  flags.DEFINE_integer("every", video.every, "Videos: detect and classify every N-th frame.")
+  flags.DEFINE_float("smoothing", video.smoothing, "Videos: smoothing alpha per track (0: off).")
+  flags.DEFINE_integer("max_frames", video.max_frames, "Videos: stop after N frames (0: all).")
+  flags.DEFINE_bool("progress", video.progress, "Videos: show a progress bar.")
+  face_flags.define_tracking_flags(max_missed=10, people=False)
+
+
+def _predict_videos(values: flags.FlagValues) -> None:
+  if values.no_face_detection:
+    raise app.UsageError("--no_face_detection is for --images; videos need face tracks.")
+  videos = emotion_video.expand_videos(values.video)
+  if not videos:
+    raise app.UsageError(f"No video files in --video={','.join(values.video)}.")
+  classifier = emotion_inference.Classifier(values.model)
+  settings = emotion_video.VideoSettings(
+    every=values.every,
+    smoothing=values.smoothing,
+    grayscale=values.grayscale,
+    batch_size=values.batch_size,
+    max_frames=values.max_frames,
+    progress=values.progress,
+  )
+  summaries = emotion_video.predict_videos(
+    videos,
+    classifier,
+    face_detection.FaceDetector(face_flags.detector_settings()),
+    face_flags.crop_settings(),
+    EMOTION_CLASSES,
+    values.output,
+    face_flags.tracker_settings(),
+    settings,
+  )
+  statuses = [s["status"] for s in summaries]
+  logging.info(
+    "%d videos (%s). Wrote %s.",
+    len(videos),
+    ", ".join(f"{statuses.count(s)} {s}" for s in emotion_inference.STATUSES),
+    os.path.join(values.output, emotion_video.SUMMARY_CSV),
+  )
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  if bool(values.images) == bool(values.video):
+    raise app.UsageError("Give either --images or --video.")
+  if values.video:
+    return _predict_videos(values)
   items = emotion_inference.expand_images(values.images)
   if not items:
     raise app.UsageError(f"No image files in --images={','.join(values.images)}.")
@@ -96,5 +155,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  flags.mark_flags_as_required(["model", "images", "output"])
+  flags.mark_flags_as_required(["model", "output"])
   app.run(main)

@@ -8,8 +8,10 @@ r"""Face crops and a labels CSV from a video data set, for the deepfake trainer.
 Datasets: dfdc (a folder of dfdc_train_part_*/ with metadata.json, and/or
 test sets with labels.csv), ffpp, celebdf (Celeb-DF v2), csv (a CSV
 `path,label[,group][,split]`), folders (real/ and fake/). Rerunning the same
-command skips the videos already prepared. See input_pipeline/face_preparation.py
-for the output layout.
+command skips the videos already prepared. The crops of a video come from
+its main face track (the person it is about, not a face in the background);
+`--all_tracks` writes every person's track as `<video_id>/track<k>/`. See
+input_pipeline/face_preparation.py for the output layout.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ def _define_flags() -> None:
     "ffpp_splits", None, "ffpp: folder of the official train.json, val.json, test.json."
   )
   flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+  flags.DEFINE_boolean(
+    "all_tracks", False, "Write every person's track as <video_id>/track<k>/, not the main one."
+  )
   face_flags.define_flags()
+  face_flags.define_tracking_flags()
 
 
 def main(argv: list[str]) -> None:
@@ -56,6 +62,8 @@ def main(argv: list[str]) -> None:
     crop=face_flags.crop_settings(),
     detector=face_flags.detector_settings(),
     jpeg_quality=flags.FLAGS.jpeg_quality,
+    tracking=face_flags.tracker_settings(),
+    all_tracks=flags.FLAGS.all_tracks,
   )
   face_preparation.prepare_dataset(
     catalogue,

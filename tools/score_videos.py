@@ -3,18 +3,23 @@ r"""Probability that each video is fake, from a trained deepfake detector.
   python -m tools.score_videos --model=runs/deepfake/export/1 \
       --videos=/data/new_videos,/data/one.mp4 --output=scores.csv
 
-`--model` is a SavedModel export or a `.keras` checkpoint. Faces are found
-and cropped as `tools.prepare_faces` does (use the same crop flags as for the
-training data); a video's clip probabilities are aggregated (`--aggregation`,
-mean by default). A video without a face, or that cannot be decoded, scores
-0.5 with a warning and its status in the CSV.
+`--model` is a SavedModel export or a `.keras` checkpoint. Faces are found,
+tracked and cropped as `tools.prepare_faces` does (use the same crop flags as
+for the training data). Every person is scored on their own (`--tracks=all`:
+the main track and every other non-background track of `--min_track_frames`
+or more): a track's clip probabilities are aggregated (`--aggregation`, mean
+by default), and the video's probability is the maximum over its tracks; the
+CSV records the rule and each track's `track<k>_faces` and
+`track<k>_probability`. `--tracks=main` scores the main track only,
+`--tracks=none` the most confident face of each frame (the rule before
+tracking). A video without a face, or that cannot be decoded, scores 0.5
+with a warning and its status in the CSV.
 """
 
 from __future__ import annotations
 
 import os
 
-import pandas as pd
 from absl import app, flags, logging
 
 from input_pipeline import face_detection, video_io
@@ -43,8 +48,16 @@ def _define_flags() -> None:
     "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
   )
   flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
-  flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
+  flags.DEFINE_integer("max_clips", 4, "Clips scored per track.")
+  flags.DEFINE_enum(
+    "tracks",
+    "all",
+    list(video_scoring.TRACK_RULES),
+    "all: every person, video = max over tracks; main: the main track; none: the most "
+    "confident face per frame, without tracking (the single-face rule before tracks).",
+  )
   face_flags.define_flags()
+  face_flags.define_tracking_flags()
 
 
 def main(argv: list[str]) -> None:
@@ -62,8 +75,10 @@ def main(argv: list[str]) -> None:
     num_frames=flags.FLAGS.num_frames,
     max_clips=flags.FLAGS.max_clips,
     aggregation=flags.FLAGS.aggregation,
+    tracks=flags.FLAGS.tracks,
+    tracking=face_flags.tracker_settings(),
   )
-  io_utils.write_text(flags.FLAGS.output, pd.DataFrame(rows).to_csv(index=False))
+  io_utils.write_text(flags.FLAGS.output, video_scoring.score_table(rows).to_csv(index=False))
   logging.info("Wrote %d video scores to %s.", len(rows), flags.FLAGS.output)
 
 

@@ -320,27 +320,34 @@ def image_status_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def annotate(
-  image: np.ndarray, boxes: Sequence[Sequence[float]], captions: Sequence[str]
+  image: np.ndarray,
+  boxes: Sequence[Sequence[float]],
+  captions: Sequence[str],
+  colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
-  """A copy of RGB `image` with a box and a caption per face, sized to the image."""
+  """A copy of RGB `image` with a box and a caption per face, sized to the image.
+
+  `colours`: an RGB colour per face (video tracks); default `BOX_COLOUR` for all.
+  """
   canvas = np.ascontiguousarray(image.copy())
   height, width = canvas.shape[:2]
   side = max(height, width)
   thickness = max(1, round(side / 400))
   font_scale = min(2.0, max(0.3, side / 1000))
   font = cv2.FONT_HERSHEY_SIMPLEX
-  for box, caption in zip(boxes, captions, strict=True):
+  colours = colours or [BOX_COLOUR] * len(boxes)
+  for box, caption, colour in zip(boxes, captions, colours, strict=True):
     x, y, w, h = box
     x0, y0 = int(round(x)), int(round(y))
     x1, y1 = int(round(x + w)) - 1, int(round(y + h)) - 1
-    cv2.rectangle(canvas, (x0, y0), (x1, y1), BOX_COLOUR, thickness)
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
     (text_width, text_height), baseline = cv2.getTextSize(caption, font, font_scale, thickness)
     label_height = text_height + baseline + 2 * thickness
     # Above the box when there is room, else just inside its top edge.
     top = y0 - label_height if y0 - label_height >= 0 else max(0, y0)
     left = min(max(0, x0), max(0, width - text_width - 2 * thickness))
     cv2.rectangle(
-      canvas, (left, top), (left + text_width + 2 * thickness, top + label_height), BOX_COLOUR, -1
+      canvas, (left, top), (left + text_width + 2 * thickness, top + label_height), colour, -1
     )
     origin = (left + thickness, top + thickness + text_height)
     cv2.putText(canvas, caption, origin, font, font_scale, (0, 0, 0), thickness, cv2.LINE_AA)

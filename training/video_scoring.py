@@ -1,30 +1,43 @@
 """Scoring whole videos with a trained deepfake detector, and video-level metrics.
 
-A video's face crops are cut into clips of the model's `num_frames`,
-interleaved so that every clip spans the whole video (clip j of k takes
-every k-th face from the j-th): with 32 faces and 8-frame clips, 4 clips. The
-detector scores each clip; an aggregation turns clip probabilities into the
-video's probability of being fake.
+The faces of a video's sampled frames are tracked (`face_tracking`), and each
+person is scored on their own: the main track and every other non-background
+track of `min_track_frames` or more. A track's face crops are cut into clips
+of the model's `num_frames`, interleaved so that every clip spans the whole
+video (clip j of k takes every k-th face from the j-th): with 32 faces and
+8-frame clips, 4 clips. The detector scores each clip; an aggregation turns
+clip probabilities into the track's probability of being fake, and the
+video's probability is the maximum over its tracks: a video is fake when any
+person in it is. `tracks="main"` scores the main track only, `"none"` the
+most confident face of each frame without tracking (the rule before tracks).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from absl import logging
 from sklearn import metrics as sk_metrics
 
-from input_pipeline import deepfake_data, face_detection, video_io
+from input_pipeline import deepfake_data, face_detection, face_tracking, video_io
 from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import DataError
 from keras_models import deepfake as _registers_custom_layers  # noqa: F401
 
 NO_FACE_PROBABILITY = 0.5  # The least costly answer under log-loss when nothing is known.
+DEFAULT_TRACKING = face_tracking.TrackerSettings()
+# Which faces of a video are scored (the `--tracks` flag) -> the rule recorded in the CSV.
+TRACK_RULES = {
+  "all": "max_over_tracks",
+  "main": "main_track",
+  "none": "most_confident_face_per_frame",
+}
 
 
 def _logit_mean(p: np.ndarray) -> float:
@@ -152,54 +165,106 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, f
   }
 
 
+def _faces_to_score(
+  path: str,
+  detector: face_tracking.AllFacesDetector,
+  crop: face_detection.CropSettings,
+  num_frames: int,
+  tracks: str,
+  tracking: face_tracking.TrackerSettings,
+) -> tuple[list[tuple[int | None, list[np.ndarray]]], int, int]:
+  """(track rank or None, crops) per face set scored, frames sampled, tracks found."""
+  if tracks == "none":
+    faces = face_detection.extract_video_faces(path, detector, num_frames, crop)
+    return [(None, faces.crops)], faces.frames_sampled, 0
+  video = face_tracking.track_video(path, detector, num_frames, tracking)
+  if tracks == "all":
+    chosen = face_tracking.people_tracks(video.tracks, tracking)
+  else:
+    chosen = video.tracks[:1]
+  rank = {track.track_id: k for k, track in enumerate(video.tracks)}
+  scored = [(rank[t.track_id], video.crops(t, crop)) for t in chosen]
+  return scored, video.frames_sampled, len(video.tracks)
+
+
 def score_videos(
   paths: list[str],
   scorer: ClipScorer,
-  detector: face_detection.FaceDetector,
+  detector: face_tracking.AllFacesDetector,
   crop: face_detection.CropSettings,
   num_frames: int = 32,
   max_clips: int = 4,
   aggregation: str = "mean",
+  tracks: str = "all",
+  tracking: face_tracking.TrackerSettings = DEFAULT_TRACKING,
 ) -> list[dict[str, object]]:
-  """Per video: probability of fake, clips, faces found and a status.
+  """Per video: probability of fake, clips, faces found, a status, and per track scored
+  `track<k>_faces` and `track<k>_probability` (k: the track's rank, 0 the main track).
 
   status is `ok`, `no_face` (probability 0.5, warned) or `unreadable`
-  (probability 0.5, warned with the decoder's message).
+  (probability 0.5, warned with the decoder's message). `tracks`: see `TRACK_RULES`.
   """
   aggregate(np.zeros([1]), aggregation)  # Rejects an unknown aggregation up front.
+  if tracks not in TRACK_RULES:
+    raise ValueError(f"tracks={tracks!r}; expected one of {list(TRACK_RULES)}.")
   rows = []
   for path in paths:
-    row: dict[str, object] = {"video": path, "aggregation": aggregation}
+    row: dict[str, object] = {"video": path, "rule": TRACK_RULES[tracks]}
+    row["aggregation"] = aggregation
     try:
-      faces = face_detection.extract_video_faces(path, detector, num_frames, crop)
+      scored, frames_sampled, found = _faces_to_score(
+        path, detector, crop, num_frames, tracks, tracking
+      )
     except video_io.VideoError as error:
       logging.warning("%s; scored %.1f.", error, NO_FACE_PROBABILITY)
       rows.append(
         row
         | {"probability_fake": NO_FACE_PROBABILITY, "clips": 0, "faces": 0}
-        | {"frames_sampled": 0, "status": "unreadable"}
+        | {"frames_sampled": 0, "status": "unreadable", "tracks": 0, "tracks_scored": 0}
       )
       continue
-    probabilities = score_faces(faces.crops, scorer, max_clips)
-    if not faces.crops:
+    per_track = {}
+    clips = faces = 0
+    for k, crops in scored:
+      probabilities = score_faces(crops, scorer, max_clips)
+      clips, faces = clips + len(probabilities), faces + len(crops)
+      if crops:
+        per_track[k] = (len(crops), aggregate(probabilities, aggregation))
+    if not per_track:
       logging.warning(
         "%s: no face in %d sampled frames; scored %.1f.",
         path,
-        faces.frames_sampled,
+        frames_sampled,
         NO_FACE_PROBABILITY,
       )
-    rows.append(
-      row
-      | {
-        "probability_fake": aggregate(probabilities, aggregation),
-        "clips": len(probabilities),
-        "faces": len(faces.crops),
-        "frames_sampled": faces.frames_sampled,
-        "status": "ok" if faces.crops else "no_face",
-      }
+    probability = max((p for _, p in per_track.values()), default=NO_FACE_PROBABILITY)
+    row |= {"probability_fake": probability, "clips": clips, "faces": faces}
+    row |= {"frames_sampled": frames_sampled, "status": "ok" if per_track else "no_face"}
+    row |= {"tracks": found, "tracks_scored": len(per_track) if tracks != "none" else 0}
+    for k, (count, p) in per_track.items():
+      if k is not None:
+        row |= {f"track{k}_faces": count, f"track{k}_probability": p}
+    rows.append(row)
+    logging.info(
+      "%s: %.4f (%d clips%s)",
+      path,
+      probability,
+      clips,
+      "".join(f"; track{k} {p:.4f}" for k, (_, p) in per_track.items() if k is not None),
     )
-    logging.info("%s: %.4f (%d clips)", path, rows[-1]["probability_fake"], len(probabilities))
   return rows
+
+
+def score_table(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
+  """The rows as a table: the video's columns, then `track<k>_...` columns by k."""
+  columns: list[str] = []
+  for row in rows:
+    columns += [c for c in row if c not in columns]
+  fixed = [c for c in columns if not c.startswith("track") or c.startswith("tracks")]
+  per_track = sorted(
+    (c for c in columns if c not in fixed), key=lambda c: (int(c[5:].split("_")[0]), c)
+  )
+  return pd.DataFrame(list(rows), columns=fixed + per_track)
 
 
 def read_face_image(path: str) -> np.ndarray:
@@ -210,12 +275,39 @@ def read_face_image(path: str) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def source_videos(csv_path: str, names: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Per labels-CSV video `names`: its source video and track (`''` if not a track folder).
+
+  `tools.prepare_faces --all_tracks` writes one row per track, `<video_id>/track<k>`
+  with `track` k; other rows are a video of their own.
+  """
+  table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  track_of = dict(zip(table.video, table.track, strict=True)) if "track" in table else {}
+  videos, tracks = [], []
+  for name in names:
+    track = track_of.get(name, "")
+    is_folder = track != "" and name.endswith(f"/track{track}")
+    videos.append(name[: -len(f"/track{track}")] if is_folder else name)
+    tracks.append(track if is_folder else "")
+  return videos, tracks
+
+
 def evaluate_videos(
-  videos: deepfake_data.Videos, scorer: ClipScorer, max_clips: int, aggregation: str
+  videos: deepfake_data.Videos,
+  scorer: ClipScorer,
+  max_clips: int,
+  aggregation: str,
+  sources: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> dict[str, object]:
-  """Clip-level and video-level metrics of prepared videos, plus per-video scores."""
-  clip_labels, clip_probabilities, rows = [], [], []
-  for index, name in enumerate(videos.names):
+  """Clip-level and video-level metrics of prepared videos, plus per-video scores.
+
+  `sources` (`source_videos`): rows that are tracks of one video make one
+  video, whose probability is the maximum over its tracks (as `score_videos`).
+  """
+  names = list(videos.names)
+  source, track = sources or (names, [""] * len(names))
+  clip_labels, clip_probabilities, rows = [], [], {}
+  for index in range(len(names)):
     if videos.frames is not None:
       faces = list(videos.frames[index])
     else:
@@ -224,18 +316,25 @@ def evaluate_videos(
     label = int(videos.labels[index])
     clip_labels += [label] * len(probabilities)
     clip_probabilities += probabilities.tolist()
-    rows.append(
-      {
-        "video": name,
-        "label": label,
-        "probability_fake": aggregate(probabilities, aggregation),
-        "clips": len(probabilities),
-      }
+    probability = aggregate(probabilities, aggregation)
+    row = rows.setdefault(
+      source[index],
+      {"video": source[index], "label": label, "rule": TRACK_RULES["all"]}
+      | {"probability_fake": 0.0, "clips": 0, "tracks": 0},
     )
+    if row["label"] != label:
+      raise DataError(f"Video {source[index]!r}: its tracks have different labels; expected one.")
+    row["probability_fake"] = max(row["probability_fake"], probability)
+    row["clips"] += len(probabilities)
+    row["tracks"] += 1
+    if track[index] != "":
+      row[f"track{track[index]}_probability"] = probability
+  rows = list(rows.values())
   video_labels = np.array([r["label"] for r in rows])
   video_probabilities = np.array([r["probability_fake"] for r in rows])
   return {
     "aggregation": aggregation,
+    "video_rule": TRACK_RULES["all"],
     "clip": binary_metrics(np.array(clip_labels), np.array(clip_probabilities)),
     "video": binary_metrics(video_labels, video_probabilities),
     "videos": rows,
