@@ -292,7 +292,14 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   deepfake.compile_model(model, config, policy, jit_compile)
   warmup, timed = options["warmup_steps"], options["timed_steps"]
   timer = _step_timer(warmup)
-  model.fit(dataset, steps_per_epoch=warmup + timed, epochs=1, verbose=0, callbacks=[timer])
+  model.fit(
+    dataset,
+    steps_per_epoch=warmup + timed,
+    epochs=1,
+    verbose=0,
+    callbacks=[timer],
+    shuffle=False,
+  )
   return {
     "clips_per_s": timed * options["batch_size"] / (timer.end - timer.start),
     "policy": policy,
