@@ -1,4 +1,4 @@
-"""TensorBoard views beyond Keras' scalars: the config, augmented samples, validation figures.
+"""TensorBoard views beyond Keras' scalars: config, HParams, augmented samples, validation figures.
 
 The validation figures cost no extra pass over the data: after each
 validation the compiled metrics still hold that validation's accumulators,
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -45,6 +47,54 @@ def write_config_text(log_dir: str, config: ml_collections.ConfigDict) -> None:
   body = "\n".join("    " + line for line in config.to_json_best_effort(indent=2).splitlines())
   with recording(writer):
     tf.summary.text("config", body, step=0)
+  writer.flush()
+  writer.close()
+
+
+def flatten_config(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """`{"optimizer.learning_rate": 0.001, ...}`: the config's leaves as HParams values.
+
+  The HParams plugin takes bools, numbers and strings only: lists, tuples and
+  None become their JSON text (`[0.8, 1.0]`, `null`).
+  """
+  tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  flat: dict[str, Any] = {}
+
+  def visit(prefix: str, value: Any) -> None:
+    if isinstance(value, dict):
+      for key, child in value.items():
+        visit(f"{prefix}.{key}" if prefix else str(key), child)
+    elif isinstance(value, bool | int | float | str):
+      flat[prefix] = value
+    else:
+      flat[prefix] = json.dumps(value, default=str)
+
+  visit("", tree)
+  return flat
+
+
+def write_hparams(
+  log_dir: str,
+  config: ml_collections.ConfigDict,
+  final_metrics: dict[str, float | None],
+  step: int,
+) -> None:
+  """The run's hyperparameters and final metrics, for TensorBoard's HParams dashboard.
+
+  Written to the run's TensorBoard directory itself, so `tensorboard --logdir
+  runs` shows one row per run: every config field (`flatten_config`), the
+  final metrics as scalars `final/<name>` (None values are left out), and the
+  last train/validation scalars Keras wrote beneath it. The trial is named
+  after the directory.
+  """
+  from tensorboard.plugins.hparams import api as hparams_api
+
+  writer = tf.summary.create_file_writer(log_dir)
+  with recording(writer):
+    hparams_api.hparams(flatten_config(config), trial_id=os.path.basename(os.path.dirname(log_dir)))
+    for name, value in final_metrics.items():
+      if value is not None:
+        tf.summary.scalar(f"final/{name}", float(value), step=step)
   writer.flush()
   writer.close()
 
