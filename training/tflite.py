@@ -29,7 +29,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 import ml_collections
@@ -234,6 +234,8 @@ def export_emotion_model(
     )
   if not output_path.endswith(".tflite"):
     raise ValueError(f"--output={output_path!r} should end in .tflite.")
+  if quantize == "int8" and config is None:
+    raise ValueError("--quantize=int8 needs the run's --config for its calibration images.")
   model = load_checkpoint(model_path)
   if model.name == "deepfake_detector":
     return _fail_deepfake(model, model_path)
@@ -247,8 +249,6 @@ def export_emotion_model(
     )
   images = None
   if quantize == "int8":
-    if config is None:
-      raise ValueError("--quantize=int8 needs the run's --config for its calibration images.")
     images = calibration_images(config, num_calibration_images)
     logging.info("Calibrating int8 on %d training images of %s.", len(images), config.name)
   check = images[:16] if images is not None else _random_images(size)
@@ -311,7 +311,7 @@ def _random_images(size: int, count: int = 8) -> np.ndarray:
   return np.random.default_rng(0).integers(0, 256, (count, size, size, 3), np.uint8)
 
 
-def _fail_deepfake(model: keras.Model, model_path: str) -> dict[str, Any]:
+def _fail_deepfake(model: keras.Model, model_path: str) -> NoReturn:
   """Tries the deepfake detector; the converter's failure, explained, is the result."""
   shape = [None, *model.input.shape[1:]]
 
@@ -322,7 +322,10 @@ def _fail_deepfake(model: keras.Model, model_path: str) -> dict[str, Any]:
   try:
     convert(classify, model, "none")
   except ConversionError as error:
-    raise ConversionError(f"{model_path} (deepfake detector): {error}") from error
+    raise ConversionError(
+      f"{model_path} is a deepfake detector, which cannot be exported to TFLite yet "
+      f"(README, TensorFlow Lite, says what fails): {error}"
+    ) from error
   raise ConversionError(
     f"{model_path} is a deepfake detector; it converts, but its TFLite export is not "
     "supported by this tool yet (only the emotion model is)."
