@@ -138,3 +138,38 @@ def test_bad_exports_and_wrong_tflite_files_are_clear_errors(tiny_model, exporte
   wrong.data.class_names = list(reversed(config.data.class_names))
   with pytest.raises(ValueError, match="was exported for the classes"):
     evaluate_emotion.evaluate(exported["none"][0], wrong, str(tmp_path / "eval"))
+
+
+def test_predict_images_through_a_tflite_model(tiny_model, exported, tmp_path):
+  config, checkpoint, _ = tiny_model
+  crops = np.random.default_rng(3).integers(0, 256, (2, 16, 16, 3), np.uint8)
+  for k, crop in enumerate(crops):
+    tf.keras.utils.save_img(str(tmp_path / f"face{k}.png"), crop, scale=False)
+  items = emotion_inference.expand_images(
+    [str(tmp_path / "face0.png"), str(tmp_path / "face1.png")]
+  )
+  rows = {}
+  for name, path in (("keras", checkpoint), ("tflite", exported["none"][0])):
+    classifier = emotion_inference.Classifier(path)
+    names = classifier.class_names or list(config.data.class_names)
+    rows[name] = emotion_inference.predict_images(
+      items, classifier, None, None, names, str(tmp_path / name), grayscale=False
+    )
+  assert [r["emotion"] for r in rows["tflite"]] == [r["emotion"] for r in rows["keras"]]
+  for tflite_row, keras_row in zip(rows["tflite"], rows["keras"], strict=True):
+    assert tflite_row["probability"] == pytest.approx(keras_row["probability"], abs=1e-5)
+
+
+def test_a_model_the_converter_cannot_convert_is_a_clear_error(tmp_path):
+  # Shaped like the deepfake detector where conversion fails: an LSTM over frames.
+  clips = keras.Input((2, 4, 4, 3), dtype="uint8")
+  x = keras.layers.Reshape((2, 48))(keras.ops.cast(clips, "float32"))
+  x = keras.layers.LSTM(3)(x)
+  model = keras.Model(
+    clips, keras.layers.Dense(2, activation="softmax")(x), name="deepfake_detector"
+  )
+  path = str(tmp_path / "best.keras")
+  model.save(path)
+  with pytest.raises(tflite.ConversionError, match="is a deepfake detector.*TensorListReserve"):
+    tflite.export_emotion_model(path, str(tmp_path / "model.tflite"), "none")
+  assert not (tmp_path / "model.tflite").exists()
