@@ -51,6 +51,7 @@ from absl import app, flags, logging
 from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
+from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import DataError
 from training import figures, io_utils, tflite
 from training.emotion_inference import Classifier
@@ -265,7 +266,7 @@ def first_image(split: emotion_data.Split, size: int, num_classes: int) -> np.nd
   """The split's first image at the model's input size, uint8 RGB, for latency."""
   head = emotion_data.head(split, 1)
   images, _ = next(iter(emotion_data.make_dataset(head, 1, num_classes, False, 0)))
-  return tf.image.resize(images, (size, size), antialias=True).numpy().round().astype(np.uint8)[0]
+  return resize_to_uint8(images, size, antialias=True).numpy()[0]
 
 
 def evaluate(

@@ -126,12 +126,6 @@ def calibration_images(config: ml_collections.ConfigDict, count: int) -> np.ndar
   return np.concatenate(chunks)[:count]
 
 
-def _converter(
-  function: tf.types.experimental.ConcreteFunction, trackable: Any
-) -> tf.lite.TFLiteConverter:
-  return tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
-
-
 def convert(
   function: Callable,
   trackable: Any,
@@ -152,7 +146,9 @@ def convert(
   """
   if quantize not in QUANTIZATIONS:
     raise ValueError(f"--quantize={quantize!r}; expected one of {list(QUANTIZATIONS)}.")
-  converter = _converter(function.get_concrete_function(), trackable)
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+    [function.get_concrete_function()], trackable
+  )
   if quantize == "float16":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
