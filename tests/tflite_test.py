@@ -7,13 +7,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from input_pipeline import emotion_data
+from input_pipeline.augment import resize_to_uint8
 from tools import evaluate_emotion
 from training import emotion_inference, tflite
 
-# Largest |TFLite - SavedModel| probability allowed per variant. Measured on
-# tiny untrained models: 3e-10 (none), up to 1.4e-3 (float16 weights), 0.0039
-# (int8: the softmax output's quantisation step is 1/256).
-TOLERANCES = {"none": 1e-5, "float16": 5e-3, "int8": 0.03}
+# (max, mean) |TFLite - SavedModel| probability allowed per variant, on the
+# tiny config's own test faces. The tiny model is untrained (random weights,
+# BatchNorm at its initial statistics), which is hard on int8: measured over
+# 8 random initialisations, int8 differed by up to 0.14 (max) and 0.0084
+# (mean); float16 by up to 0.0017, none by 3e-10.
+TOLERANCES = {"none": (1e-5, 1e-6), "float16": (5e-3, 1e-3), "int8": (0.25, 0.02)}
+
+
+def faces_of(config):
+  """The tiny config's test split at the model's input size, uint8 RGB."""
+  test = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR).test
+  images = np.repeat(test.images, 3, axis=-1)
+  return resize_to_uint8(images, config.data.image_size, antialias=True).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,7 @@ def exported(tiny_model, tmp_path_factory):
 def test_tflite_agrees_with_the_saved_model(tiny_model, exported, quantize):
   config, _, export = tiny_model
   path, metadata = exported[quantize]
-  images = np.random.default_rng(1).integers(0, 256, (24, 16, 16, 3), np.uint8)
+  images = faces_of(config)
   serve = tf.saved_model.load(export).signatures["serving_default"]
   expected = serve(images=tf.constant(images))["probabilities"].numpy()
   with open(path, "rb") as file:
@@ -48,7 +59,12 @@ def test_tflite_agrees_with_the_saved_model(tiny_model, exported, quantize):
   interpreter.set_tensor(inputs["index"], images)
   interpreter.invoke()
   got = interpreter.get_tensor(outputs["index"])
-  np.testing.assert_allclose(got, expected, atol=TOLERANCES[quantize], rtol=0)
+  largest, mean = TOLERANCES[quantize]
+  difference = np.abs(got - expected)
+  assert difference.max() <= largest and difference.mean() <= mean, (
+    difference.max(),
+    difference.mean(),
+  )
   assert tflite.read_metadata(model_bytes) == {
     k: v for k, v in metadata.items() if k != "size_bytes"
   }
@@ -58,7 +74,7 @@ def test_tflite_agrees_with_the_saved_model(tiny_model, exported, quantize):
   # Images of another size are resized before the interpreter, as files are by the export.
   runner = tflite.TFLiteModel(path)
   larger = tf.image.resize(images, (24, 24)).numpy().round().astype(np.uint8)
-  assert runner(larger).shape == (24, 7)
+  assert runner(larger).shape == (len(images), 7)
 
 
 def test_int8_runs_its_convolutions_in_int8_and_is_smallest(exported):
@@ -78,25 +94,32 @@ def test_every_format_gives_the_same_report_keys(tiny_model, exported, tmp_path)
     for name, path in (
       ("keras", checkpoint),
       ("saved_model", export),
+      ("none", exported["none"][0]),
       ("int8", exported["int8"][0]),
     )
   }
-  keys = {name: set(report) for name, report in reports.items()}
-  assert keys["keras"] == keys["saved_model"] == keys["int8"]
-  assert set(reports["keras"]["plain"]) == set(reports["int8"]["plain"])
+  for report in reports.values():
+    assert set(report) == set(reports["keras"])
+    assert set(report["plain"]) == set(reports["keras"]["plain"])
+    assert report["model_size_bytes"] > 0 and report["latency_ms_per_image"] > 0
+  assert reports["keras"]["reference"] is None and reports["saved_model"]["reference"] is None
   int8 = reports["int8"]
   assert int8["model_format"] == "tflite"
   assert int8["model_size_bytes"] == os.path.getsize(exported["int8"][0])
-  assert int8["latency_ms_per_image"] > 0
-  # The reference defaults to the .tflite's source checkpoint (no run export beside it here).
-  reference = int8["reference"]
+  assert set(int8["reference"]) == set(reports["none"]["reference"])
+  # The reference defaults to the .tflite's source checkpoint (no run export beside it here);
+  # the unquantised model gives its predictions.
+  reference = reports["none"]["reference"]
   assert reference["model"] == os.path.abspath(checkpoint)
+  assert reference["model_format"] == "keras"
   assert reference["accuracy"] == reports["keras"]["plain"]["accuracy"]
-  assert reference["accuracy_difference_points"] == pytest.approx(
-    100 * (int8["plain"]["accuracy"] - reference["accuracy"])
+  assert reference["agreement"] == 1.0 and reference["accuracy_difference_points"] == 0.0
+  # The 24x24 test faces reach the .tflite resized to 16x16 uint8 (rounded), the
+  # checkpoint's own Resizing layer keeps floats: a small difference.
+  assert reference["max_probability_difference"] < 0.02
+  assert int8["reference"]["accuracy_difference_points"] == pytest.approx(
+    100 * (int8["plain"]["accuracy"] - int8["reference"]["accuracy"])
   )
-  assert reference["agreement"] >= 0.9
-  assert reports["keras"]["reference"] is None
 
 
 def test_classifier_loads_tflite_like_the_other_formats(tiny_model, exported):
