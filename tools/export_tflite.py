@@ -35,7 +35,10 @@ def _define_flags() -> None:
   from training.tflite import QUANTIZATIONS
 
   config_flags.DEFINE_config_file(
-    "config", None, "The run's config, for int8 calibration: configs/emotion.py:quick."
+    "config",
+    None,
+    "The run's config, for int8 calibration: configs/emotion.py:quick.",
+    lock_config=True,
   )
   flags.DEFINE_string("model", None, "The .keras checkpoint to convert.")
   flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "Weights and ops of the model.")
