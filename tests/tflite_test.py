@@ -15,9 +15,14 @@ from training import emotion_inference, tflite
 # (max, mean) |TFLite - SavedModel| probability allowed per variant, on the
 # tiny config's own test faces. The tiny model is untrained (random weights,
 # BatchNorm at its initial statistics), which is hard on int8: measured over
-# 8 random initialisations, int8 differed by up to 0.14 (max) and 0.0084
-# (mean); float16 by up to 0.0017, none by 3e-10.
-TOLERANCES = {"none": (1e-5, 1e-6), "float16": (5e-3, 1e-3), "int8": (0.25, 0.02)}
+# 20 random initialisations, int8 differed by up to 0.16 (max) and 0.013
+# (mean), float16 by up to 0.002 and 0.0003. `none` is allowed the export's own
+# check (the Keras model resizes 16 -> 16 with antialiasing, the .tflite not).
+TOLERANCES = {
+  "none": (tflite.BYPASS_TOLERANCE, 1e-5),
+  "float16": (5e-3, 1e-3),
+  "int8": (0.25, 0.02),
+}
 
 
 def faces_of(config):
@@ -119,7 +124,7 @@ def test_every_format_gives_the_same_report_keys(tiny_model, exported, tmp_path)
   assert reference["model_format"] == "keras"
   assert reference["accuracy"] == reports["keras"]["plain"]["accuracy"]
   assert reference["agreement"] == 1.0 and reference["accuracy_difference_points"] == 0.0
-  assert reference["max_probability_difference"] < 1e-5
+  assert reference["max_probability_difference"] <= tflite.BYPASS_TOLERANCE
   assert int8["reference"]["accuracy_difference_points"] == pytest.approx(
     100 * (int8["plain"]["accuracy"] - int8["reference"]["accuracy"])
   )
@@ -132,7 +137,7 @@ def test_classifier_loads_tflite_like_the_other_formats(tiny_model, exported):
   classifier = emotion_inference.Classifier(exported["none"][0])
   assert classifier.format == "tflite" and classifier.input_size() == 16
   assert classifier.class_names == list(tiny_model[0].data.class_names)
-  np.testing.assert_allclose(classifier(images), keras_probabilities, atol=1e-5)
+  np.testing.assert_allclose(classifier(images), keras_probabilities, atol=tflite.BYPASS_TOLERANCE)
 
 
 def test_bad_exports_and_wrong_tflite_files_are_clear_errors(tiny_model, exported, tmp_path):
@@ -183,7 +188,9 @@ def test_predict_images_through_a_tflite_model(tiny_model, exported, tmp_path):
     )
   assert [r["emotion"] for r in rows["tflite"]] == [r["emotion"] for r in rows["keras"]]
   for tflite_row, keras_row in zip(rows["tflite"], rows["keras"], strict=True):
-    assert tflite_row["probability"] == pytest.approx(keras_row["probability"], abs=1e-5)
+    assert tflite_row["probability"] == pytest.approx(
+      keras_row["probability"], abs=tflite.BYPASS_TOLERANCE
+    )
 
 
 def test_a_model_the_converter_cannot_convert_is_a_clear_error(tmp_path):
