@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from configs import deepfake as deepfake_config
 from tools import write_tfrecords
-from training import callbacks, deepfake
+from training import callbacks, deepfake, summaries
 from training.run_paths import RunPaths
 
 
@@ -98,6 +98,16 @@ def test_validation_rows_and_checkpoints_follow_the_iteration_cadence(tiny_run):
   }
   assert [e.step for e in images.Tensors("validation/roc_pr_curves")] == [3, 4, 6]
   assert summary["final_iteration"] == 6 and summary["stop_reason"] is None
+  hparams, final = summaries.read_hparams(paths.tensorboard)
+  assert hparams["schedule.max_iterations"] == 6 and hparams["data.source"] == "tfrecord"
+  assert final == pytest.approx(
+    {
+      "best_val_loss": summary["best_val_loss"],
+      "best_val_roc_auc": summary["best_val_roc_auc"],
+      "best_iteration": summary["best_iteration"],
+      "final_iteration": 6,
+    }
+  )
 
 
 _SERVE = r"""

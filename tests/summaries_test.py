@@ -80,3 +80,27 @@ def test_config_text_is_logged(tmp_path):
   text = tf.make_ndarray(accumulator.Tensors("config")[0].tensor_proto).ravel()[0].decode()
   assert '"name": "emotion_tiny"' in text
   assert os.listdir(tmp_path)
+
+
+def test_hparams_name_every_config_field_and_the_final_metrics(tmp_path):
+  from configs import emotion as emotion_config
+
+  config = emotion_config.get_config("quick")
+  flat = summaries.flatten_config(config)
+  assert flat["optimizer.learning_rate"] == 2e-3 and flat["model.stem_pool"] is True
+  assert flat["augment.crop_area"] == "[0.8, 1.0]"  # Lists and tuples as their JSON text.
+  assert all(isinstance(v, bool | int | float | str) for v in flat.values())
+  log_dir = str(tmp_path / "emotion_quick" / "tensorboard")
+  summaries.write_hparams(log_dir, config, {"best_val_accuracy": 0.75, "test_accuracy": None}, 62)
+  hparams, metrics = summaries.read_hparams(log_dir)
+  assert hparams == flat
+  assert metrics == {"best_val_accuracy": 0.75}  # None (no test split) is left out.
+  # A resumed run replaces the summary of its first part (TensorBoard would show the first).
+  config.schedule.num_epochs = 20
+  summaries.write_hparams(log_dir, config, {"best_val_accuracy": 0.8}, 124)
+  hparams, metrics = summaries.read_hparams(log_dir)
+  assert hparams["schedule.num_epochs"] == 20
+  assert metrics == pytest.approx({"best_val_accuracy": 0.8})
+  assert len(os.listdir(log_dir)) == 1
+  with pytest.raises(ValueError, match="holds no HParams summary"):
+    summaries.read_hparams(str(tmp_path))

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import emotion as emotion_config
 from input_pipeline import labels
 from tools import write_tfrecords
-from training import callbacks, emotion
+from training import callbacks, emotion, summaries
 from training.run_paths import RunPaths
 
 
@@ -67,6 +67,17 @@ def test_run_writes_every_output(tiny_run):
   assert np.array(report["confusion_matrix"]).sum() == 56
   assert os.path.exists(os.path.join(paths.export(1), "saved_model.pb"))
   assert summary["export"] == paths.export(1)
+  hparams, final = summaries.read_hparams(paths.tensorboard)
+  assert hparams["model.width"] == config.model.width and hparams["data.source"] == "folder"
+  assert final == pytest.approx(
+    {
+      "best_val_accuracy": summary["best_val_accuracy"],
+      "best_epoch": 1,
+      "test_accuracy": report["accuracy"],
+      "test_f1_weighted": report["f1_weighted"],
+      "test_roc_auc": report["roc_auc_ovr_macro"],
+    }
+  )
 
 
 _SERVE = r"""

@@ -5,9 +5,19 @@ r"""Evaluates an emotion checkpoint or SavedModel export on a split of the data.
       --output=runs/emotion_quick/eval
   python -m tools.evaluate_emotion --model=runs/emotion_quick/export/1 \
       --config=configs/emotion.py:quick --output=runs/emotion_quick/eval_export
+  python -m tools.evaluate_emotion --model=runs/emotion_quick/tflite/model_int8.tflite \
+      --config=configs/emotion.py:quick --output=runs/emotion_quick/eval_int8 \
+      [--reference_model=runs/emotion_quick/export/1] [--num_threads=1]
 
-`--model` is a `.keras` file (best.keras or last.keras) or a SavedModel
-directory (`export/<version>`, through its `serving_default` signature).
+`--model` is a `.keras` file (best.keras or last.keras), a SavedModel
+directory (`export/<version>`, through its `serving_default` signature) or a
+`.tflite` file of `tools.export_tflite`. Every report also holds the model's
+size on disk and its CPU latency per image (median of 50 single-image calls;
+a TFLite model in `tf.lite.Interpreter` with `--num_threads`). With
+`--reference_model`, that model is evaluated on the same images and its
+accuracy, size and latency are reported beside; for a `.tflite` model the
+reference defaults to the SavedModel of the run it was converted from
+(`<run>/export/<highest version>`, else its `.keras` source).
 The data are the config's, loaded as training loads them (`emotion_data.load`,
 same seed, so a validation split carved from train is the same images); any
 config field can be overridden, e.g. `--config.data.dir=/data/fer2013`.
@@ -41,8 +51,9 @@ from absl import app, flags, logging
 from sklearn import metrics as sk_metrics
 
 from input_pipeline import emotion_data
+from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import DataError
-from training import figures, io_utils
+from training import figures, io_utils, tflite
 from training.emotion_inference import Classifier
 
 SPLITS = ("test", "validation")
@@ -50,6 +61,7 @@ SPLITS = ("test", "validation")
 CROP_FRACTION = 0.875
 NUM_CROPS = 10
 REPORT_FILE = "report.json"
+LATENCY_RUNS = 50  # Single-image calls timed for the latency (median).
 TEXT_REPORT_FILE = "classification_report.txt"
 
 
@@ -186,7 +198,7 @@ def select_split(data: emotion_data.EmotionData, split: str) -> emotion_data.Spl
 
 
 def summary_table(report: dict[str, Any]) -> str:
-  """Accuracy and macro F1 of the plain (and ten-crop) predictions, as text."""
+  """Accuracy and macro F1 of the plain (and ten-crop) predictions, size, latency, as text."""
   lines = [
     f"{report['model']} on {report['split']} ({report['num_images']} images):",
     f"  {'':10} {'accuracy':>9} {'macro F1':>9}",
@@ -195,7 +207,66 @@ def summary_table(report: dict[str, Any]) -> str:
     if report[name] is not None:
       result = report[name]
       lines.append(f"  {name:10} {result['accuracy']:9.4f} {result['f1_macro']:9.4f}")
+  rows = [("model", report)]
+  if report["reference"] is not None:
+    rows.append(("reference", report["reference"]))
+    reference = report["reference"]
+    lines.append(
+      f"  reference  {reference['accuracy']:9.4f} {reference['f1_macro']:9.4f}  "
+      f"({reference['model']}, {reference['model_format']}; same top class on "
+      f"{reference['agreement']:.2%} of images)"
+    )
+  for name, entry in rows:
+    lines.append(
+      f"  {name}: {entry['model_size_bytes'] / 1e6:.3f} MB, "
+      f"{entry['latency_ms_per_image']:.3f} ms per image"
+    )
   return "\n".join(lines)
+
+
+def default_reference(classifier: Classifier) -> str | None:
+  """For a `.tflite` model: the SavedModel of the run its source checkpoint belongs to.
+
+  `<run>/export/<highest version>` when the source was `<run>/checkpoints/*.keras`,
+  else the source checkpoint itself; None when neither exists any more.
+  """
+  if classifier.format != "tflite":
+    return None
+  source = classifier.model.metadata.get("source_model", "")
+  folder = os.path.dirname(source)
+  if os.path.basename(folder) == "checkpoints":
+    export_base = os.path.join(os.path.dirname(folder), "export")
+    versions = (
+      sorted(
+        (int(name) for name in os.listdir(export_base) if name.isdigit()),
+        reverse=True,
+      )
+      if os.path.isdir(export_base)
+      else []
+    )
+    for version in versions:
+      candidate = os.path.join(export_base, str(version))
+      if tf.saved_model.contains_saved_model(candidate):
+        return candidate
+  if os.path.isfile(source):
+    return source
+  logging.warning("No reference model: %s (the .tflite source) no longer exists.", source)
+  return None
+
+
+def cost(classifier: Classifier, image: np.ndarray) -> dict[str, Any]:
+  """Size on disk and median CPU milliseconds per single image of `classifier`."""
+  return {
+    "model_size_bytes": tflite.file_size(classifier.path),
+    "latency_ms_per_image": tflite.measure_latency(classifier, image, runs=LATENCY_RUNS),
+  }
+
+
+def first_image(split: emotion_data.Split, size: int, num_classes: int) -> np.ndarray:
+  """The split's first image at the model's input size, uint8 RGB, for latency."""
+  head = emotion_data.head(split, 1)
+  images, _ = next(iter(emotion_data.make_dataset(head, 1, num_classes, False, 0)))
+  return resize_to_uint8(images, size, antialias=True).numpy()[0]
 
 
 def evaluate(
@@ -204,21 +275,37 @@ def evaluate(
   output_dir: str,
   split: str = "test",
   use_ten_crop: bool = False,
+  reference_model: str | None = None,
+  num_threads: int | None = 1,
 ) -> dict[str, Any]:
   """Evaluates `model_path` on `split` of the config's data and writes the reports.
 
+  Args:
+    reference_model: a model to evaluate on the same images and report
+      beside; for a `.tflite` model, None picks its run's SavedModel
+      (`default_reference`), "" none.
+    num_threads: TFLite interpreter threads (latency and predictions).
+
   Returns:
-    The contents of report.json; `ten_crop` is None without `use_ten_crop`.
+    The contents of report.json; `ten_crop` is None without `use_ten_crop`,
+    `reference` None without a reference model.
   """
   class_names = list(config.data.class_names)
   image_size = config.data.image_size
-  classifier = Classifier(model_path)
+  classifier = Classifier(model_path, num_threads=num_threads)
   model_size = classifier.input_size()
   if model_size is not None and model_size != image_size:
     raise ValueError(
       f"{model_path} resizes images to {model_size}, but config.data.image_size is "
       f"{image_size}. Is --config the config the model was trained with?"
     )
+  if classifier.class_names is not None and classifier.class_names != class_names:
+    raise ValueError(
+      f"{model_path} was exported for the classes {classifier.class_names}; "
+      f"config.data.class_names is {class_names}. Is --config the run's config?"
+    )
+  if reference_model is None:
+    reference_model = default_reference(classifier)
   data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
   images = select_split(data, split)
   batch_size = config.schedule.batch_size
@@ -228,9 +315,11 @@ def evaluate(
       classifier, images, len(class_names), batch_size, crop_size=image_size
     )
 
+  sample = first_image(images, image_size, len(class_names))
   report: dict[str, Any] = {
     "model": model_path,
     "model_format": classifier.format,
+    **cost(classifier, sample),
     "config": config.name,
     "data": data.source,
     "split": split,
@@ -238,10 +327,28 @@ def evaluate(
     "class_names": class_names,
     "plain": None,
     "ten_crop": None,
+    "reference": None,
   }
+  true_labels = emotion_data.labels_of(images)
+  if reference_model:
+    reference = Classifier(reference_model, num_threads=num_threads)
+    reference_probabilities = predict_split(reference, images, len(class_names), batch_size)
+    result = build_report(true_labels, reference_probabilities, class_names)
+    plain = predictions["plain"]
+    report["reference"] = {
+      "model": reference_model,
+      "model_format": reference.format,
+      **cost(reference, sample),
+      "accuracy": result["accuracy"],
+      "f1_macro": result["f1_macro"],
+      # The model's accuracy minus the reference's, in percentage points.
+      "accuracy_difference_points": 100
+      * (float(np.mean(plain.argmax(-1) == true_labels)) - result["accuracy"]),
+      "agreement": float(np.mean(plain.argmax(-1) == reference_probabilities.argmax(-1))),
+      "max_probability_difference": float(np.max(np.abs(plain - reference_probabilities))),
+    }
   texts = []
   written = []
-  true_labels = emotion_data.labels_of(images)
   for name, probabilities in predictions.items():
     result = build_report(true_labels, probabilities, class_names)
     if name == "ten_crop":
@@ -276,7 +383,16 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file(
     "config", None, "Emotion config file and variant: configs/emotion.py:quick.", lock_config=True
   )
-  flags.DEFINE_string("model", None, "A .keras checkpoint or a SavedModel export directory.")
+  flags.DEFINE_string(
+    "model", None, "A .keras checkpoint, a SavedModel export directory or a .tflite file."
+  )
+  flags.DEFINE_string(
+    "reference_model",
+    None,
+    "A model to compare with on the same images (default for a .tflite: its run's "
+    "SavedModel; '' for none).",
+  )
+  flags.DEFINE_integer("num_threads", 1, "CPU threads of the TFLite interpreter.")
   flags.DEFINE_enum("split", "test", list(SPLITS), "Split of the config's data to evaluate.")
   flags.DEFINE_bool("ten_crop", False, "Also evaluate with ten-crop test-time augmentation.")
   flags.DEFINE_string("output", None, "Directory for the reports.")
@@ -287,7 +403,15 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
-  evaluate(values.model, values.config, values.output, values.split, values.ten_crop)
+  evaluate(
+    values.model,
+    values.config,
+    values.output,
+    values.split,
+    values.ten_crop,
+    reference_model=values.reference_model,
+    num_threads=values.num_threads,
+  )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ r"""Emotion of every face in photos, with annotated copies.
   python -m tools.predict_emotion --model=runs/emotion_quick/export/1 \
       --images=fer_faces/ --output=predictions/ --no_face_detection
 
-`--model` is a `.keras` checkpoint or a SavedModel export. Folders are
+`--model` is a `.keras` checkpoint, a SavedModel export or a `.tflite` file
+of `tools.export_tflite` (its class names are read from the file). Folders are
 searched recursively for image files. Every face MTCNN finds above
 `--min_confidence` is cropped (the face flags of `tools.score_videos`; the
 default `scale` crop of 1.3 x the box matches the FER2013 framing) and
@@ -49,7 +50,9 @@ from training import emotion_inference, emotion_video
 def _define_flags() -> None:
   """Defined only when run as a command, so that modules importing this one
   (tests, other tools) do not collide on flag names."""
-  flags.DEFINE_string("model", None, "A .keras checkpoint or a SavedModel export directory.")
+  flags.DEFINE_string(
+    "model", None, "A .keras checkpoint, a SavedModel export directory or a .tflite file."
+  )
   flags.DEFINE_list("images", None, "Image files and/or folders of images (recursive).")
   flags.DEFINE_string("output", None, "Folder for predictions.csv/.json and annotated/.")
   flags.DEFINE_bool("no_face_detection", False, "Classify each whole image as one face crop.")
@@ -90,7 +93,7 @@ def _predict_videos(values: flags.FlagValues) -> None:
     classifier,
     face_detection.FaceDetector(face_flags.detector_settings()),
     face_flags.crop_settings(),
-    EMOTION_CLASSES,
+    classifier.class_names or list(EMOTION_CLASSES),
     values.output,
     face_flags.tracker_settings(),
     settings,
@@ -120,12 +123,13 @@ def main(argv: list[str]) -> None:
   if not values.no_face_detection:
     detector = face_detection.FaceDetector(face_flags.detector_settings())
   crop = face_flags.crop_settings()
+  class_names = classifier.class_names or list(EMOTION_CLASSES)
   rows = emotion_inference.predict_images(
     items,
     classifier,
     detector,
     crop,
-    EMOTION_CLASSES,
+    class_names,
     values.output,
     batch_size=values.batch_size,
     grayscale=values.grayscale,
@@ -133,7 +137,7 @@ def main(argv: list[str]) -> None:
   metadata = {
     "model": values.model,
     "model_format": classifier.format,
-    "class_names": list(EMOTION_CLASSES),
+    "class_names": class_names,
     "face_detection": detector is not None,
     "detector": dataclasses.asdict(face_flags.detector_settings()) if detector else None,
     "crop": dataclasses.asdict(crop) if detector else None,

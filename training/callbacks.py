@@ -70,6 +70,9 @@ def current_learning_rate(model: keras.Model) -> float:
 class MetricsCsvLogger(keras.callbacks.Callback):
   """Writes one row per validation to `metrics.csv` (columns `METRICS_COLUMNS`).
 
+  Ours because `keras.callbacks.CSVLogger` appends to an open file (not
+  atomic) and, on resume, keeps the rows logged after the checkpoint.
+
   The whole file is rewritten atomically at each row, so it is never left
   half-written. It starts from `rows`, the rows up to the checkpoint training
   resumes from (`read_metrics` filtered by the caller); rows written after that
@@ -132,9 +135,11 @@ class MetricsCsvLogger(keras.callbacks.Callback):
 class AtomicModelCheckpoint(keras.callbacks.Callback):
   """Saves the whole model (with optimizer state) as `.keras`.
 
-  Unlike `keras.callbacks.ModelCheckpoint`, the file is written to a temporary
-  name and renamed, so a crash never leaves a truncated checkpoint, and the
-  best value so far can be restored on resume (`initial_best`).
+  Ours because `keras.callbacks.ModelCheckpoint` saves in place, so a crash
+  mid-save leaves a truncated checkpoint, and its integer `save_freq` counts
+  batches since `fit` began, not optimizer iterations across resumes. Here the
+  file is written to a temporary name and renamed; the best value so far is
+  restored on resume with `initial_best`.
 
   Args:
     path: target `.keras` file; may contain `{iteration}` (e.g.
@@ -317,7 +322,11 @@ class ValidationPlateau(keras.callbacks.Callback):
 
 
 class StopAtIteration(keras.callbacks.Callback):
-  """Ends training after `max_iterations` optimizer steps (validating once more)."""
+  """Ends training after `max_iterations` optimizer steps (validating once more).
+
+  Ours because Keras stops on epochs and steps of one `fit` call, not on the
+  optimizer iteration, which a resumed run continues from.
+  """
 
   def __init__(self, max_iterations: int):
     super().__init__()
@@ -331,9 +340,11 @@ class StopAtIteration(keras.callbacks.Callback):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
   """Stops training at the first NaN or Inf loss, before anything is saved.
 
-  `keras.callbacks.TerminateOnNaN` does the same but only sets a flag, so the
-  checkpoint callbacks of that epoch would still save the broken weights; this
-  raises instead, naming the iteration, and leaves every checkpoint as it was.
+  Ours because `keras.callbacks.TerminateOnNaN(raise_error=True)` (Keras 3.15)
+  also raises before any save, but names only the batch index within the
+  epoch, not the optimizer iteration a resume counts in, and says nothing
+  of the checkpoints. This raises `FloatingPointError` naming the iteration
+  and leaves every checkpoint and metrics.csv as they were.
   """
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

@@ -379,6 +379,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     "stop_reason": plateau.stop_reason,
     "export": None,
   }
+  if distribution.is_chief(run.strategy):  # One HParams row per run, not per worker.
+    summaries.write_hparams(
+      paths.tensorboard,
+      config,
+      {
+        "best_val_loss": summary["best_val_loss"],
+        "best_val_roc_auc": summary["best_val_roc_auc"],
+        "best_iteration": summary["best_iteration"],
+        "final_iteration": summary["final_iteration"],
+      },
+      step=summary["final_iteration"],
+    )
   if config.export.enabled:
     best = keras.saving.load_model(paths.best_checkpoint, compile=False)
     summary["export"] = export_detector(

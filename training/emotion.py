@@ -313,5 +313,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       best, paths.export(config.export.version), config.data.class_names, config.data.image_size
     )
     logging.info("Exported the SavedModel to %s.", summary["export"])
+  if distribution.is_chief(run.strategy):  # One HParams row per run, not per worker.
+    test = summary["test"] or {}
+    summaries.write_hparams(
+      paths.tensorboard,
+      config,
+      {
+        "best_val_accuracy": summary["best_val_accuracy"],
+        "best_epoch": summary["best_epoch"],
+        "test_accuracy": test.get("accuracy"),
+        "test_f1_weighted": test.get("f1_weighted"),
+        "test_roc_auc": test.get("roc_auc_ovr_macro"),
+      },
+      step=int(rows[-1]["iteration"]),
+    )
   logging.info("Summary: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))
   return summary

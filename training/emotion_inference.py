@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from input_pipeline import augment
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
-from training import io_utils
+from training import io_utils, tflite
 
 SERVING_SIGNATURE = "serving_default"  # As `training.export.export_image_classifier` names it.
 STATUSES = ("ok", "no_face", "unreadable")
@@ -41,16 +41,24 @@ JPEG_QUALITY = 92
 
 
 class Classifier:
-  """uint8 images -> class probabilities, from a `.keras` file or a SavedModel.
+  """uint8 images -> class probabilities, from a `.keras` file, a SavedModel or a `.tflite` file.
 
-  Both take uint8 `[batch, height, width, 3]` of any size and do their own
-  resizing and normalisation, so they are fed the same batches.
+  The one loader of the emotion tools. All take uint8 `[batch, height, width,
+  3]` and do their own normalisation, so they are fed the same batches; the
+  `.keras` and SavedModel formats resize inside, a `.tflite` model (fixed
+  input size) gets images resized as the SavedModel's `serving_bytes` does.
+
+  Args:
+    path: the model file or directory.
+    num_threads: CPU threads of the TFLite interpreter (others: TensorFlow's).
   """
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, num_threads: int | None = 1):
     if not os.path.exists(path):
       raise FileNotFoundError(f"--model={path!r} does not exist.")
     self.path = path
+    # Class names stored with the model (TFLite metadata), else None.
+    self.class_names: list[str] | None = None
     if os.path.isfile(path) and path.endswith(".keras"):
       self.format = "keras"
       self.model = keras.saving.load_model(path, compile=False)
@@ -76,14 +84,21 @@ class Classifier:
           "'images' (uint8 [batch, height, width, channels]), as the emotion export has."
         )
       self._call = lambda images: self.signature(images=images)["probabilities"]
+    elif os.path.isfile(path) and path.endswith(".tflite"):
+      self.format = "tflite"
+      self.model = tflite.TFLiteModel(path, num_threads=num_threads)
+      self.class_names = self.model.class_names
+      self._call = lambda images: self.model(np.asarray(images))
     else:
       raise ValueError(
-        f"--model={path!r} is neither a .keras file nor a SavedModel directory "
-        "(one holding saved_model.pb, e.g. runs/<name>/export/1)."
+        f"--model={path!r} is neither a .keras file nor a SavedModel directory (one holding "
+        "saved_model.pb, e.g. runs/<name>/export/1) nor a .tflite file (tools.export_tflite)."
       )
 
   def input_size(self) -> int | None:
-    """The side the model resizes images to, when it can be read (Keras only)."""
+    """The side the model resizes images to, when it can be read (Keras and TFLite)."""
+    if self.format == "tflite":
+      return self.model.image_size
     if self.format != "keras":
       return None
     for layer in self.model.layers:
@@ -100,7 +115,7 @@ class Classifier:
     if self.format == "keras":
       probabilities = self.model.predict(images, verbose=0)
     else:
-      batches = [self._call(batch).numpy() for batch in images]
+      batches = [np.asarray(self._call(batch)) for batch in images]
       probabilities = np.concatenate(batches)
     return np.asarray(probabilities, np.float64)
 

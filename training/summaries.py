@@ -1,4 +1,4 @@
-"""TensorBoard views beyond Keras' scalars: the config, augmented samples, validation figures.
+"""TensorBoard views beyond Keras' scalars: config, HParams, augmented samples, validation figures.
 
 The validation figures cost no extra pass over the data: after each
 validation the compiled metrics still hold that validation's accumulators,
@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +33,8 @@ from PIL import Image
 from training import callbacks as callbacks_lib
 from training import figures
 from training import metrics as metrics_lib
+
+EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard's event file names.
 
 
 @contextlib.contextmanager
@@ -47,6 +52,92 @@ def write_config_text(log_dir: str, config: ml_collections.ConfigDict) -> None:
     tf.summary.text("config", body, step=0)
   writer.flush()
   writer.close()
+
+
+def flatten_config(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """`{"optimizer.learning_rate": 0.001, ...}`: the config's leaves as HParams values.
+
+  The HParams plugin takes bools, numbers and strings only: lists, tuples and
+  None become their JSON text (`[0.8, 1.0]`, `null`).
+  """
+  tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  flat: dict[str, Any] = {}
+
+  def visit(prefix: str, value: Any) -> None:
+    if isinstance(value, dict):
+      for key, child in value.items():
+        visit(f"{prefix}.{key}" if prefix else str(key), child)
+    elif isinstance(value, bool | int | float | str):
+      flat[prefix] = value
+    else:
+      flat[prefix] = json.dumps(value, default=str)
+
+  visit("", tree)
+  return flat
+
+
+def write_hparams(
+  log_dir: str,
+  config: ml_collections.ConfigDict,
+  final_metrics: dict[str, float | None],
+  step: int,
+) -> None:
+  """The run's hyperparameters and final metrics, for TensorBoard's HParams dashboard.
+
+  Written to the run's TensorBoard directory itself, so `tensorboard --logdir
+  runs` shows one row per run: every config field (`flatten_config`), the
+  final metrics as scalars `final/<name>` (None values are left out), and the
+  last train/validation scalars Keras wrote beneath it. The trial is named
+  after the run directory. A resumed run replaces the summary of its earlier
+  part (TensorBoard would keep showing the first one): the new event file is
+  written aside, moved in, and only then the old one deleted.
+  """
+  from tensorboard.plugins.hparams import api as hparams_api
+
+  partial = os.path.join(log_dir, "hparams.partial")
+  shutil.rmtree(partial, ignore_errors=True)
+  old = [name for name in _listdir(log_dir) if name.startswith(EVENT_FILE_PREFIX)]
+  writer = tf.summary.create_file_writer(partial)
+  trial = os.path.basename(os.path.dirname(os.path.abspath(log_dir)))
+  with recording(writer):
+    hparams_api.hparams(flatten_config(config), trial_id=trial)
+    for name, value in final_metrics.items():
+      if value is not None:
+        tf.summary.scalar(f"final/{name}", float(value), step=step)
+  writer.flush()
+  writer.close()
+  (written,) = os.listdir(partial)
+  os.replace(os.path.join(partial, written), os.path.join(log_dir, written))
+  os.rmdir(partial)
+  for name in old:
+    if name != written:
+      os.remove(os.path.join(log_dir, name))
+
+
+def _listdir(path: str) -> list[str]:
+  return os.listdir(path) if os.path.isdir(path) else []
+
+
+def read_hparams(log_dir: str) -> tuple[dict[str, Any], dict[str, float]]:
+  """What `write_hparams` wrote to `log_dir` (the last one): hyperparameters and final metrics."""
+  from google.protobuf import json_format
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+  accumulator = event_accumulator.EventAccumulator(log_dir, {"tensors": 0})
+  accumulator.Reload()
+  tags = accumulator.Tags()["tensors"]
+  if hparams_metadata.SESSION_START_INFO_TAG not in tags:
+    raise ValueError(f"{log_dir} holds no HParams summary; its tags are {sorted(tags)}.")
+  content = accumulator.SummaryMetadata(hparams_metadata.SESSION_START_INFO_TAG).plugin_data.content
+  start = hparams_metadata.parse_session_start_info_plugin_data(content)
+  hparams = {name: json_format.MessageToDict(value) for name, value in start.hparams.items()}
+  metrics = {
+    tag[len("final/") :]: float(tf.make_ndarray(accumulator.Tensors(tag)[-1].tensor_proto))
+    for tag in tags
+    if tag.startswith("final/")
+  }
+  return hparams, metrics
 
 
 def image_grid(images: np.ndarray, columns: int = 8, min_side: int = 96) -> np.ndarray:
