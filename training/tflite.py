@@ -16,10 +16,11 @@ The class names, the input size and how the file was made travel inside the
 `metadata` table of the TFLite schema, read back with `read_metadata`);
 `tflite_support`'s metadata writers are not needed for that.
 
-The Resizing layer at the front of the Keras model is left out: the TFLite
-input already has the model's size, and its antialiased resize
-(`ScaleAndTranslate`) is not a TFLite builtin op. `inference_function`
-checks that the result equals the Keras model's `training=False` output.
+The resize at the front of the Keras model (the preprocessor's) is left out:
+the TFLite input already has the model's size, where that resize is the
+identity, and two fewer matrix products keep int8 quantisation to the
+network itself. `inference_function` checks that the result equals the Keras
+model's `training=False` output.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from training import io_utils
 QUANTIZATIONS = ("none", "float16", "int8")
 METADATA_NAME = "face_analysis"  # The flatbuffer metadata entry this module writes.
 METADATA_VERSION = 1
-# Largest |difference| allowed between the TFLite graph without the Resizing
-# layer and the Keras model, in probabilities (float32 round-off only).
+# Largest |difference| allowed between the TFLite graph without the front
+# resize and the Keras model, in probabilities (float32 round-off only).
 BYPASS_TOLERANCE = 1e-4
 
 
