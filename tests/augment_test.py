@@ -43,9 +43,9 @@ def test_training_augments():
   assert np.abs(train - infer).mean() > 0.05
 
 
-def test_each_augmentation_can_be_switched_off():
-  images = _batch(3, size=16)
-  layer = augment.ImagePreprocessor(
+def _only(**kwargs):
+  """An ImagePreprocessor with every augmentation off but those in `kwargs`."""
+  settings = dict(
     image_size=16,
     crop_area=(1.0, 1.0),
     crop_aspect_ratio=(1.0, 1.0),
@@ -54,7 +54,14 @@ def test_each_augmentation_can_be_switched_off():
     grayscale_probability=0.0,
     rotation_degrees=0.0,
     erasing_probability=0.0,
+    seed=5,
   )
+  return augment.ImagePreprocessor(**{**settings, **kwargs})
+
+
+def test_each_augmentation_can_be_switched_off():
+  images = _batch(3, size=16)
+  layer = _only()
   train = keras.ops.convert_to_numpy(layer(images, training=True))
   infer = keras.ops.convert_to_numpy(layer(images, training=False))
   np.testing.assert_allclose(train, infer, atol=1e-3)
@@ -159,22 +166,6 @@ def test_rotation_under_xla_stays_within_its_degrees():
   angles = _angles_at_centre(_compiled(augment.RandomRotation(20.0, seed=0))(ramp).numpy(), offset)
   assert np.abs(angles).max() <= 20.0 + 0.1
   assert angles.min() < -17 and angles.max() > 17 and abs(angles.mean()) < 3
-
-
-def _only(**kwargs):
-  """An ImagePreprocessor with every augmentation off but those in `kwargs`."""
-  settings = dict(
-    image_size=16,
-    crop_area=(1.0, 1.0),
-    crop_aspect_ratio=(1.0, 1.0),
-    horizontal_flip=False,
-    color_jitter=(0, 0, 0, 0),
-    grayscale_probability=0.0,
-    rotation_degrees=0.0,
-    erasing_probability=0.0,
-    seed=5,
-  )
-  return augment.ImagePreprocessor(**{**settings, **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -189,15 +189,21 @@ def expand_images(entries: Sequence[str]) -> list[ImageInput]:
       inputs.append(ImageInput(entry, os.path.splitext(os.path.basename(entry))[0]))
     else:
       raise FileNotFoundError(f"--images entry {entry!r} is neither a file nor a folder.")
-  seen: dict[str, str] = {}
+  return unique_outputs(inputs, lambda item: item.path)
+
+
+def unique_outputs(inputs: Sequence[Any], source: Callable[[Any], Any]) -> list[Any]:
+  """`inputs` without repeats of one `source`, in order; two sources of one output `name` are an
+  error (their outputs would overwrite each other)."""
+  seen: dict[str, Any] = {}
   for item in inputs:
-    if item.name in seen and seen[item.name] != item.path:
+    if item.name in seen and seen[item.name] != source(item):
       raise ValueError(
-        f"{seen[item.name]} and {item.path} would both write outputs named {item.name!r}; "
+        f"{seen[item.name]} and {source(item)} would both write outputs named {item.name!r}; "
         "give their folders instead of the files, or rename one."
       )
-    seen[item.name] = item.path
-  return list({item.path: item for item in inputs}.values())  # Drops repeats, keeps order.
+    seen[item.name] = source(item)
+  return list({source(item): item for item in inputs}.values())
 
 
 def read_image(path: str) -> np.ndarray:

@@ -95,15 +95,7 @@ def expand_videos(entries: Sequence[str]) -> list[VideoInput]:
       raise FileNotFoundError(
         f"--video entry {entry!r} is neither a file, a folder nor a webcam index (0, 1, ...)."
       )
-  seen: dict[str, str | int] = {}
-  for item in inputs:
-    if item.name in seen and seen[item.name] != item.source:
-      raise ValueError(
-        f"{seen[item.name]} and {item.source} would both write outputs named {item.name!r}; "
-        "give their folders instead of the files, or rename one."
-      )
-    seen[item.name] = item.source
-  return list({item.source: item for item in inputs}.values())  # Drops repeats, keeps order.
+  return emotion_inference.unique_outputs(inputs, lambda item: item.source)
 
 
 def open_capture(source: str | int) -> cv2.VideoCapture:

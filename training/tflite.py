@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.framework import convert_to_constants
 
 from input_pipeline import augment, emotion_data
 from input_pipeline.augment import resize_to_uint8
@@ -147,9 +148,12 @@ def convert(
   """
   if quantize not in QUANTIZATIONS:
     raise ValueError(f"--quantize={quantize!r}; expected one of {list(QUANTIZATIONS)}.")
-  converter = tf.lite.TFLiteConverter.from_concrete_functions(
-    [function.get_concrete_function()], trackable
-  )
+  # Variables frozen into constants first: left to the converter (through
+  # `trackable`), the int8 calibrator was handed a graph still reading a
+  # resource variable once the preprocessor held a layer of its own
+  # (`READ_VARIABLE ... variable != nullptr`).
+  frozen = convert_to_constants.convert_variables_to_constants_v2(function.get_concrete_function())
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], trackable)
   if quantize == "float16":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
