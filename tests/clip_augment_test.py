@@ -34,16 +34,15 @@ def test_inference_only_casts():
   np.testing.assert_array_equal(out, clips.astype(np.float32))
 
 
+def _only(**kwargs):
+  """A ClipAugmenter with every augmentation off but those in `kwargs`."""
+  off = dict(horizontal_flip=False, rotation_degrees=0, scale=(1.0, 1.0), translation=0)
+  off.update(color_jitter=(0, 0, 0), blur_probability=0, jpeg_probability=0)
+  return clip_augment.ClipAugmenter(**{**off, **kwargs})
+
+
 def test_switched_off_is_identity():
-  layer = clip_augment.ClipAugmenter(
-    horizontal_flip=False,
-    rotation_degrees=0,
-    scale=(1.0, 1.0),
-    translation=0,
-    color_jitter=(0, 0, 0),
-    blur_probability=0,
-    jpeg_probability=0,
-  )
+  layer = _only()
   clips = _clips()
   np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(clips, training=True)), clips)
 
@@ -106,16 +105,7 @@ def test_affine_under_xla_stays_within_its_rotation_scale_and_shift():
   rows, columns = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
   ramp = np.stack([columns, rows, np.zeros_like(rows)], -1).astype(np.float32) + 100.0
   clips = np.repeat(ramp[None, None], count, 0)  # one-frame clips: column, row ramps
-  layer = clip_augment.ClipAugmenter(
-    horizontal_flip=False,
-    rotation_degrees=10.0,
-    scale=(0.8, 1.2),
-    translation=0.1,
-    color_jitter=(0, 0, 0),
-    blur_probability=0,
-    jpeg_probability=0,
-    seed=0,
-  )
+  layer = _only(rotation_degrees=10.0, scale=(0.8, 1.2), translation=0.1, seed=0)
   out = _compiled(layer)(clips).numpy()[:, 0] - 100.0
   c = size // 2
   # The map from output to input pixels, read off the ramps at the centre.
@@ -139,10 +129,8 @@ def test_affine_under_xla_stays_within_its_rotation_scale_and_shift():
 
 @pytest.mark.parametrize("kind", ["blur", "jpeg"])
 def test_under_xla_blur_and_jpeg_apply_per_clip_with_their_probability(kind):
-  off = dict(horizontal_flip=False, rotation_degrees=0, scale=(1.0, 1.0), translation=0)
-  off.update(color_jitter=(0, 0, 0), blur_probability=0, jpeg_probability=0, seed=1)
   rate = 0.3
-  layer = clip_augment.ClipAugmenter(**{**off, f"{kind}_probability": rate})
+  layer = _only(**{f"{kind}_probability": rate}, seed=1)
   clips = _clips(batch=400, frames=2, size=16)
   out = _compiled(layer)(clips).numpy()
   observed = (np.abs(out - clips).max((1, 2, 3, 4)) > 1e-2).mean()
