@@ -133,6 +133,23 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.schedule.num_epochs = 12
     config.schedule.batch_size = 64
     config.schedule.warmup_epochs = 1.0
+  elif variant == "fer2013_cpu":
+    config.name = "emotion_fer2013_cpu"
+    config.data.image_size = 48  # FER2013's own size: no upsampling.
+    config.data.validation_fraction = 0.05  # More faces to train on.
+    # Grayscale faces: saturation, hue and the grayscale switch do nothing.
+    config.augment.color_jitter = (0.2, 0.2, 0.0, 0.0)
+    config.augment.grayscale_probability = 0.0
+    config.model.width = 32
+    config.model.head_units = 256
+    config.model.dropout = 0.2
+    config.model.stem_pool = True
+    config.optimizer.learning_rate = 2e-3
+    config.schedule.num_epochs = 22
+    config.schedule.batch_size = 128
+    config.schedule.warmup_epochs = 1.0
+    # bfloat16 matrix units (AVX512-BF16/AMX) make it ~1.2x faster here.
+    config.training.mixed_precision = "mixed_bfloat16"
   elif variant == "tiny":
     config.name = "emotion_tiny"
     config.data.source = "synthetic"
@@ -146,5 +163,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.schedule.num_epochs = 2
     config.schedule.batch_size = 16
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; expected '', 'quick' or 'tiny'.")
+    raise ValueError(
+      f"Unknown variant {variant!r}; expected '', 'quick', 'fer2013_cpu' or 'tiny'."
+    )
   return config
