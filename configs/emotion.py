@@ -28,7 +28,8 @@ Variants (`configs/emotion.py:<variant>`):
 
 import ml_collections
 
-from input_pipeline import emotion_data, labels
+from common import labels
+from input_pipeline import emotion_data
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -163,7 +164,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.schedule.num_epochs = 2
     config.schedule.batch_size = 16
   elif variant:
-    raise ValueError(
-      f"Unknown variant {variant!r}; expected '', 'quick', 'fer2013_cpu' or 'tiny'."
-    )
+    raise ValueError(f"Unknown variant {variant!r}; expected '', 'quick', 'fer2013_cpu' or 'tiny'.")
   return config

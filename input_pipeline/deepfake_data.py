@@ -31,15 +31,16 @@ from absl import logging
 from sklearn import model_selection
 from sklearn.utils import class_weight
 
+from common.data_locations import DEFAULT_LABELS_CSV
+from common.errors import DataError
+from common.labels import DEEPFAKE_CLASSES
 from input_pipeline import synthetic_clips, tfrecords
 from input_pipeline.augment import resize_to_uint8
-from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
+from input_pipeline.fer2013 import IMAGE_EXTENSIONS
 
-DEFAULT_LABELS_CSV = "data/deepfake/labels.csv"
 # Columns of a shards directory's `<split>.csv`, one row per record.
 _INDEX_COLUMNS = ("index", "video", "label", "group", "num_frames")
-CLASS_NAMES = ("real", "fake")
-_LABEL_VALUES = {"0": 0, "1": 1, "real": 0, "fake": 1}
+_LABEL_VALUES = {"0": 0, "1": 1} | {name: index for index, name in enumerate(DEEPFAKE_CLASSES)}
 CLIP_SAMPLING = ("window", "spread")
 
 
@@ -327,7 +328,7 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
   """Balanced class weights `n / (2 * count)` from the training labels."""
   present = np.unique(labels)
   if len(present) < 2:
-    raise DataError(f"The training split has only class {CLASS_NAMES[present[0]]!r} videos.")
+    raise DataError(f"The training split has only class {DEEPFAKE_CLASSES[present[0]]!r} videos.")
   weights = class_weight.compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
   return {0: float(weights[0]), 1: float(weights[1])}
 

@@ -20,14 +20,15 @@ from absl import logging
 from PIL import Image
 from sklearn import model_selection
 
+from common.data_locations import DEFAULT_FER2013_DIR
+from common.errors import DataError
 from input_pipeline import fer2013, synthetic_faces, tfrecords
-from input_pipeline.fer2013 import DataError, LabelledImages
+from input_pipeline.fer2013 import LabelledImages
 
 SOURCES = ("auto", "folder", "csv", "synthetic", "tfrecord")
 Split = LabelledImages | tfrecords.Shards
 # Where `source=auto` looks for FER2013 by default (relative to the working
 # directory); when it is absent the synthetic faces are used instead.
-DEFAULT_FER2013_DIR = "data/fer2013"
 
 
 @dataclasses.dataclass

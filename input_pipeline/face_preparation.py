@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 from absl import logging
 
+from common import io_utils
+from common.errors import DataError
 from input_pipeline import face_detection, face_tracking, video_io
-from input_pipeline.fer2013 import DataError
 from input_pipeline.video_datasets import Catalogue, VideoRecord
-from training import io_utils
 
 FACES_FILE = "faces.json"
 BOXES_FILE = "faces.csv"

@@ -33,7 +33,8 @@ import pandas as pd
 from absl import logging
 from PIL import Image
 
-from input_pipeline import labels as labels_lib
+from common import labels as labels_lib
+from common.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
@@ -47,10 +48,6 @@ FOLDER_SPLIT_NAMES = {
   "validation": ("val", "validation", "valid"),
   "test": ("test", "testing"),
 }
-
-
-class DataError(ValueError):
-  """Input data is missing or malformed; the message says where and why."""
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from input_pipeline import labels
+from common import labels
 
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 

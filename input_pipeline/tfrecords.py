@@ -37,7 +37,7 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
-from input_pipeline.fer2013 import DataError
+from common.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "face-analysis-tfrecord"

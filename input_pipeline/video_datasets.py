@@ -19,8 +19,8 @@ import re
 
 import pandas as pd
 
+from common.errors import DataError
 from input_pipeline.deepfake_data import label_from_text, parse_label
-from input_pipeline.fer2013 import DataError
 from input_pipeline.video_io import list_videos
 
 DATASETS = ("dfdc", "ffpp", "celebdf", "csv", "folders")

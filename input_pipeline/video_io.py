@@ -15,7 +15,7 @@ import os
 import cv2
 import numpy as np
 
-from input_pipeline.fer2013 import DataError
+from common.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from input_pipeline import labels  # noqa: E402
+from common import labels
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +70,9 @@ def write_video(path: str, num_frames: int, size=(64, 48), fps: float = 10.0) ->
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
   """(config, .keras checkpoint, SavedModel export) of an untrained tiny emotion model."""
+  from common import io_utils
   from configs import emotion as emotion_config
-  from training import emotion, io_utils
+  from training import emotion
   from training.export import export_image_classifier
 
   config = emotion_config.get_config("tiny")

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from common.errors import DataError
 from configs import deepfake as deepfake_config
 from input_pipeline import deepfake_data, synthetic_clips
-from input_pipeline.fer2013 import DataError
 
 
 def _write_frames(root, video, count, size=8):

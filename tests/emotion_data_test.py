@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import write_fer_csv, write_image_tree
 
+from common.errors import DataError
 from configs import emotion as emotion_config
 from input_pipeline import emotion_data
-from input_pipeline.fer2013 import DataError, LabelledImages
+from input_pipeline.fer2013 import LabelledImages
 
 
 def _data_config(**overrides):

@@ -15,9 +15,9 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
+from common.labels import EMOTION_CLASSES
 from input_pipeline import face_detection
 from input_pipeline.face_detection import CropSettings, Face
-from input_pipeline.labels import EMOTION_CLASSES
 from training import emotion_inference, grad_cam
 
 FFPP_VIDEO = os.path.join(

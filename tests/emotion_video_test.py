@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from conftest import REPO_ROOT, SquareDetector, write_drawn_video, write_video
 
+from common.errors import DataError
+from common.figures import PNG_MAGIC
+from common.labels import EMOTION_CLASSES
 from input_pipeline.face_detection import CropSettings
 from input_pipeline.face_tracking import TrackerSettings
-from input_pipeline.fer2013 import DataError
-from input_pipeline.labels import EMOTION_CLASSES
 from training import emotion_inference, emotion_video
-from training.figures import PNG_MAGIC
 
 CROP = CropSettings("scale", scale=1.3, size=32)
 TRACKING = TrackerSettings(max_missed=4)

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import figures
+from common.errors import DataError
 from configs import emotion as emotion_config
 from input_pipeline import emotion_data
-from input_pipeline.fer2013 import DataError, LabelledImages
+from input_pipeline.fer2013 import LabelledImages
 from tools import evaluate_emotion
-from training import emotion_inference, figures
+from training import emotion_inference
 
 
 @pytest.fixture(scope="module")

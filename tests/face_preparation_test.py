@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from conftest import REPO_ROOT, SquareDetector, write_drawn_video, write_video
 
+from common.errors import DataError
 from configs import deepfake as deepfake_config
 from input_pipeline import (
   deepfake_data,
@@ -27,7 +28,6 @@ from input_pipeline import (
   face_tracking,
   video_datasets,
 )
-from input_pipeline.fer2013 import DataError
 from training import deepfake as deepfake_trainer
 from training import video_scoring
 

@@ -5,8 +5,9 @@ import os
 import pytest
 from conftest import REPO_ROOT
 
+from common import labels
 from configs import emotion as emotion_config
-from input_pipeline import emotion_data, labels
+from input_pipeline import emotion_data
 
 FER2013_DIR = os.path.join(REPO_ROOT, "..", "shared", "data", "fer2013")
 

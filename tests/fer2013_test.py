@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import write_fer_csv, write_image_tree
 
-from input_pipeline import fer2013, labels
+from common import labels
+from input_pipeline import fer2013
 
 
 def test_folder_reads_classes_case_insensitively(tmp_path):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from input_pipeline.fer2013 import DataError
+from common import figures
+from common.errors import DataError
 from tools import plot_runs
-from training import figures
 from training.callbacks import METRICS_COLUMNS
 
 ALL_FAMILIES = {"loss", "accuracy", "roc_auc", "precision", "f1", "learning_rate"}

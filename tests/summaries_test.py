@@ -9,8 +9,9 @@ import tensorflow as tf
 from sklearn import metrics as sk_metrics
 from tensorboard.backend.event_processing import event_accumulator
 
-from training import figures, summaries
+from common import figures
 from training import metrics as metrics_lib
+from training import summaries
 
 
 class CaptureValidationCounts(keras.callbacks.Callback):

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from input_pipeline import labels, synthetic_faces
+from common import labels
+from input_pipeline import synthetic_faces
 
 
 def test_split_shapes_dtypes_and_determinism():

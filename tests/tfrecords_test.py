@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from conftest import write_image_tree
 
+from common.errors import DataError
 from configs import deepfake as deepfake_config
 from configs import emotion as emotion_config
 from input_pipeline import deepfake_data, emotion_data, tfrecords
-from input_pipeline.fer2013 import DataError
 from tools import write_tfrecords
 
 NUM_CLASSES = 7

@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO_ROOT, write_image_tree
 from tensorboard.backend.event_processing import event_accumulator
 
+from common import labels
 from configs import emotion as emotion_config
-from input_pipeline import labels
 from tools import write_tfrecords
 from training import callbacks, emotion, summaries
 from training.run_paths import RunPaths
@@ -276,7 +276,7 @@ def test_misspelt_override_is_an_error():
 
 
 def test_missing_explicit_data_dir_is_an_error(tmp_path):
-  from input_pipeline.fer2013 import DataError
+  from common.errors import DataError
 
   with pytest.raises(DataError, match="does not exist"):
     emotion.train_and_evaluate(

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import write_video
 
+from common.errors import DataError
 from input_pipeline import deepfake_data, face_detection, video_datasets, video_io
-from input_pipeline.fer2013 import DataError
 
 
 @pytest.mark.parametrize("extension", [".mp4", ".avi"])

@@ -50,10 +50,11 @@ import tensorflow as tf
 from absl import app, flags, logging
 from sklearn import metrics as sk_metrics
 
+from common import figures, io_utils
+from common.errors import DataError
 from input_pipeline import emotion_data
 from input_pipeline.augment import resize_to_uint8
-from input_pipeline.fer2013 import DataError
-from training import figures, io_utils, tflite
+from training import tflite
 from training.emotion_inference import Classifier
 
 SPLITS = ("test", "validation")

@@ -19,8 +19,9 @@ import os
 
 from absl import app, flags, logging
 
+from common import io_utils
 from input_pipeline import deepfake_data
-from training import io_utils, video_scoring
+from training import video_scoring
 
 
 def _define_flags() -> None:

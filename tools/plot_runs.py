@@ -25,8 +25,8 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from input_pipeline.fer2013 import DataError
-from training import figures
+from common import figures
+from common.errors import DataError
 
 METRICS_FILE = "metrics.csv"  # As `training.run_paths.RunPaths.metrics` names it.
 # Columns that can be the x axis: every metrics.csv has both (see

@@ -41,8 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
+from common.labels import EMOTION_CLASSES
 from input_pipeline import face_detection
-from input_pipeline.labels import EMOTION_CLASSES
 from tools import face_flags
 from training import emotion_inference, emotion_video
 

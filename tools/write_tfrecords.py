@@ -32,6 +32,7 @@ import time
 import ml_collections
 from absl import app, flags, logging
 
+from common import labels
 from input_pipeline import deepfake_data, emotion_data, tfrecords
 
 
@@ -49,7 +50,7 @@ def write_tfrecords(
     class_names = list(config.data.class_names)
   elif config.task == "deepfake":
     splits, description = deepfake_data.shard_records(config, encoding)
-    class_names = list(deepfake_data.CLASS_NAMES)
+    class_names = list(labels.DEEPFAKE_CLASSES)
   else:
     raise ValueError(f"config.task={config.task!r}; expected 'emotion' or 'deepfake'.")
   manifest = tfrecords.write_dataset(

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from training import io_utils
+from common import io_utils
 
 # Columns of metrics.csv, in order. `epoch` counts completed passes over the
 # training data; `iteration` counts optimizer steps.

@@ -31,11 +31,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common import io_utils
+from common import labels as labels_lib
 from input_pipeline import deepfake_data, tfrecords
 from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
-from training import distribution, io_utils, runtime, summaries
+from training import distribution, runtime, summaries
 from training import export as export_lib
 from training import metrics as metrics_lib
 
@@ -221,7 +223,7 @@ def _snapshot_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigD
     if all(v is not None for v in wanted.values()):
       break
   present = [k for k, v in wanted.items() if v is not None]
-  return np.stack([wanted[k] for k in present]), [deepfake_data.CLASS_NAMES[k] for k in present]
+  return np.stack([wanted[k] for k in present]), [labels_lib.DEEPFAKE_CLASSES[k] for k in present]
 
 
 def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str:
@@ -323,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       columns=config.data.num_frames,
     ),
     summaries.ValidationFigures(
-      paths.tensorboard_images, deepfake_data.CLASS_NAMES, positive_class=1
+      paths.tensorboard_images, labels_lib.DEEPFAKE_CLASSES, positive_class=1
     ),
   ]
   verbose = runtime.resolve_verbose(config.logging.verbose)

@@ -25,11 +25,14 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageOps
 
+from common import io_utils
+from common.errors import DataError
+
 # Importing `augment` registers the custom layers that .keras files hold.
 from input_pipeline import augment
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
-from input_pipeline.fer2013 import IMAGE_EXTENSIONS, DataError
-from training import io_utils, tflite
+from input_pipeline.fer2013 import IMAGE_EXTENSIONS
+from training import tflite
 
 SERVING_SIGNATURE = "serving_default"  # As `training.export.export_image_classifier` names it.
 STATUSES = ("ok", "no_face", "unreadable")

@@ -41,10 +41,11 @@ import numpy as np
 from absl import logging
 from matplotlib.figure import Figure
 
+from common import figures, io_utils
+from common.errors import DataError
 from input_pipeline import face_tracking, video_io
 from input_pipeline.face_detection import CropSettings, Face, crop_face
-from input_pipeline.fer2013 import DataError
-from training import emotion_inference, figures, io_utils
+from training import emotion_inference
 
 SUMMARY_CSV = "videos.csv"
 FALLBACK_FPS = 30.0  # For streams whose rate OpenCV cannot read (many webcams).

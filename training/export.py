@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from common import io_utils
 from input_pipeline.augment import resize_to_uint8
-from training import io_utils
 
 BYTES_SIGNATURE = "serving_bytes"
 

@@ -12,7 +12,8 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from training import distribution, io_utils, summaries
+from common import io_utils
+from training import distribution, summaries
 from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")

@@ -30,8 +30,8 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 from PIL import Image
 
+from common import figures
 from training import callbacks as callbacks_lib
-from training import figures
 from training import metrics as metrics_lib
 
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard's event file names.

@@ -39,9 +39,9 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
+from common import io_utils
 from input_pipeline import augment, emotion_data
 from input_pipeline.augment import resize_to_uint8
-from training import io_utils
 
 QUANTIZATIONS = ("none", "float16", "int8")
 METADATA_NAME = "face_analysis"  # The flatbuffer metadata entry this module writes.
@@ -297,7 +297,7 @@ def load_checkpoint(path: str) -> keras.Model:
 def _class_names(
   config: ml_collections.ConfigDict | None, num_classes: int, model_path: str
 ) -> list[str]:
-  from input_pipeline.labels import EMOTION_CLASSES
+  from common.labels import EMOTION_CLASSES
 
   names = list(config.data.class_names) if config is not None else list(EMOTION_CLASSES)
   if len(names) != num_classes:

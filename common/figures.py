@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from training import io_utils
+from common import io_utils
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,8 @@
-"""Class names of every task: the one place they are defined."""
+"""Class names of every task: the one place they are defined.
+
+A model's own class names travel with its checkpoint and export
+(`inference.model_io`); these are the names a new model is trained with.
+"""
 
 # Model output order of the emotion classifier (alphabetical, as in the Kaggle
 # FER2013 folders).
@@ -11,6 +15,9 @@ EMOTION_CLASSES: tuple[str, ...] = (
   "sad",
   "surprise",
 )
+
+# Model output order of the deepfake detector: index 1 is the probability of fake.
+DEEPFAKE_CLASSES: tuple[str, ...] = ("real", "fake")
 
 # Class order of the `emotion` column in the original `fer2013.csv`.
 FER2013_CSV_CLASSES: tuple[str, ...] = (
