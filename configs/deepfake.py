@@ -13,7 +13,9 @@ root holding one folder of frames per video):
       --config.data.labels_csv=/data/ffpp/labels.csv --config.data.frames_root=/data/ffpp/faces
 
 or from TFRecord shards written once by `python -m tools.write_tfrecords` with
-the same config: `--config.data.source=tfrecord --config.data.tfrecord_dir=DIR`.
+the same config: `--config.data.source=tfrecord --config.data.dir=DIR`.
+Shared fields (precision, XLA, distribution, logging, export) are defined in
+`configs/common.py`.
 
 Variants (`configs/deepfake.py:<variant>`):
 
@@ -29,24 +31,24 @@ Variants (`configs/deepfake.py:<variant>`):
 
 import ml_collections
 
-from input_pipeline import deepfake_data
+from common import data_locations, labels
+from configs import common
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """Returns the deepfake config; `variant` is '', 'quick' or 'tiny'."""
-  config = ml_collections.ConfigDict()
-  config.task = "deepfake"  # Which trainer runs the config.
+  config = common.get_config()
+  config.task = "deepfake"  # Which task runs the config.
   config.name = "deepfake"  # Default workdir is runs/<name>.
-  config.seed = 0  # Seeds weights, clip sampling, augmentation and splits.
 
-  config.data = ml_collections.ConfigDict()
   # auto: the labels CSV if present, else the synthetic clips when
   # `labels_csv` is the default; csv | synthetic | tfrecord force one.
   config.data.source = "auto"
-  config.data.labels_csv = deepfake_data.DEFAULT_LABELS_CSV  # video,label[,group][,split]
+  config.data.labels_csv = data_locations.DEFAULT_LABELS_CSV  # video,label[,group][,split]
   config.data.frames_root = ""  # Root of the `video` folders; '' is the CSV's folder.
   # Shards written by `python -m tools.write_tfrecords` (source=tfrecord).
-  config.data.tfrecord_dir = ""
+  config.data.dir = ""
+  config.data.class_names = list(labels.DEEPFAKE_CLASSES)  # Output order (fixed: 2 outputs).
   config.data.shuffle_buffer = 256  # Videos in the training shuffle buffer (shards).
   config.data.num_frames = 8  # Frames per clip.
   config.data.image_size = 224  # Frames are resized to image_size x image_size.
@@ -80,45 +82,23 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.lstm_units = 256
   config.model.dropout = 0.5
 
-  config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-4  # Adam.
 
-  config.schedule = ml_collections.ConfigDict()
   config.schedule.batch_size = 8  # Clips per step (global).
   config.schedule.max_iterations = 20000
-  config.schedule.log_interval = 74  # Train scalars and last.keras every N iterations.
+  # Train scalars and last.keras every N iterations.
+  config.schedule.log_every_steps = 74
   config.schedule.validation_interval = 749  # Validation, CSV row, it*.keras.
   # plateau: the recipe (constant rate, lowered on plateaus); cosine: warmup,
   # then cosine decay to min_lr_fraction x the rate at max_iterations.
   config.schedule.learning_rate_schedule = "plateau"
-  config.schedule.warmup_iterations = 0  # cosine only: linear warmup from 0.
+  # cosine only: linear warmup from 0, in passes over the training videos.
+  config.schedule.warmup_epochs = 0.0
   config.schedule.plateau_factor = 0.1  # ReduceLROnPlateau on val_loss...
   config.schedule.plateau_patience = 10  # ...after this many validations,
   config.schedule.plateau_cooldown = 2  # ...then this many are not counted.
   config.schedule.min_lr_fraction = 1e-5  # Stop when lr reaches this x initial.
   config.schedule.early_stopping_patience = 30  # Validations without improvement.
-
-  config.training = ml_collections.ConfigDict()
-  # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU.
-  config.training.mixed_precision = "auto"
-  # XLA for the train and evaluation steps: auto (Keras' rule: on GPUs and
-  # TPUs with one replica, not on CPUs, where it is slower), True (any device,
-  # the CPU included) or False. A layer that XLA cannot compile is an error.
-  config.training.jit_compile = "auto"
-  # auto (all local GPUs when several), none, mirrored, multi_worker (TF_CONFIG)
-  # or tpu; schedule.batch_size is the global batch over all replicas.
-  config.training.distribution = "auto"
-  # Deterministic TF ops (tf.config.experimental.enable_op_determinism): with
-  # the same seed, reruns on the same machine give identical metrics; slower
-  # on GPUs, where some kernels lose their fast non-deterministic paths.
-  config.training.deterministic = False
-
-  config.logging = ml_collections.ConfigDict()
-  config.logging.verbose = "auto"  # auto, 0, 1 or 2 (Keras fit verbosity).
-
-  config.export = ml_collections.ConfigDict()
-  config.export.enabled = True  # SavedModel for TF Serving at DIR/export/<version>.
-  config.export.version = 1
 
   if variant == "quick":
     config.name = "deepfake_quick"
@@ -149,7 +129,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.schedule.batch_size = 32
     config.schedule.max_iterations = 150
     # Train scalars and last.keras at each validation: a checkpoint costs 1.5 s here.
-    config.schedule.log_interval = 50
+    config.schedule.log_every_steps = 50
     config.schedule.validation_interval = 50
   elif variant == "tiny":
     config.name = "deepfake_tiny"
@@ -164,7 +144,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.model.lstm_units = 8
     config.schedule.batch_size = 2
     config.schedule.max_iterations = 6
-    config.schedule.log_interval = 2
+    config.schedule.log_every_steps = 2
     config.schedule.validation_interval = 3
   elif variant:
     raise ValueError(f"Unknown variant {variant!r}; expected '', 'quick' or 'tiny'.")

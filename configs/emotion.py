@@ -12,6 +12,9 @@ point `--config.data.dir` elsewhere):
   Published single models reach 71-74% test accuracy on FER2013; this recipe
   has not yet been run to the end with this code (100 epochs need a GPU).
 
+Shared fields (precision, XLA, distribution, logging, export) are defined in
+`configs/common.py`.
+
 Data larger than memory: write it once as TFRecord shards
 (`python -m tools.write_tfrecords --config=configs/emotion.py --config.data.dir=…
 --output=DIR`), then train with `--config.data.source=tfrecord --config.data.dir=DIR`.
@@ -28,25 +31,22 @@ Variants (`configs/emotion.py:<variant>`):
 
 import ml_collections
 
-from common import labels
-from input_pipeline import emotion_data
+from common import data_locations, labels
+from configs import common
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Returns the emotion config; `variant` is '', 'quick' or 'tiny'."""
-  config = ml_collections.ConfigDict()
-  config.task = "emotion"  # Which trainer runs the config.
+  """Returns the emotion config; `variant` is '', 'quick', 'fer2013_cpu' or 'tiny'."""
+  config = common.get_config()
+  config.task = "emotion"  # Which task runs the config.
   config.name = "emotion"  # Default workdir is runs/<name>.
-  config.seed = 0  # Seeds weights, data order, augmentation and splits.
 
-  config.data = ml_collections.ConfigDict()
   # auto: FER2013 at `dir` (folders or CSV) if present, else the synthetic
   # faces when `dir` is the default; folder | csv | synthetic force one;
   # tfrecord reads shards written by `python -m tools.write_tfrecords` at `dir`.
   config.data.source = "auto"
-  config.data.dir = (
-    emotion_data.DEFAULT_FER2013_DIR
-  )  # Kaggle folders, or a dir/path of fer2013.csv.
+  # Kaggle folders, or a dir/path of fer2013.csv (or the shards).
+  config.data.dir = data_locations.DEFAULT_FER2013_DIR
   config.data.class_names = list(labels.EMOTION_CLASSES)  # Output order.
   config.data.image_size = 96  # Model input side; images are resized to it.
   config.data.validation_fraction = 0.1  # Carved from train if no val split.
@@ -77,47 +77,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.dropout = 0.5  # Dropout before the last Linear.
   config.model.stem_pool = False  # torchvision's max-pool after the stem.
 
-  config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3  # Peak (and initial) learning rate.
   config.optimizer.weight_decay = 1e-2  # AdamW decoupled decay (PyTorch default).
   config.optimizer.beta_1 = 0.9
   config.optimizer.beta_2 = 0.999
   config.optimizer.clipnorm = 0.0  # Global-norm gradient clipping; 0 is off.
 
-  config.schedule = ml_collections.ConfigDict()
+  # AdamW with cosine decay over all steps; validation after every epoch.
   config.schedule.num_epochs = 100
   config.schedule.batch_size = 32  # Global batch size.
   config.schedule.warmup_epochs = 0.0  # Linear warmup before the cosine.
-  config.schedule.final_learning_rate_fraction = 0.0  # Cosine floor / peak.
+  config.schedule.min_lr_fraction = 0.0  # Cosine floor / peak.
+  # TensorBoard train scalars and last.keras every N steps; 0: once per epoch.
+  config.schedule.log_every_steps = 0
 
-  config.training = ml_collections.ConfigDict()
   config.training.label_smoothing = 0.1
-  # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU; or a Keras
-  # dtype policy name.
-  config.training.mixed_precision = "auto"
-  # XLA for the train and evaluation steps: auto (Keras' rule: on GPUs and
-  # TPUs with one replica, not on CPUs, where it is slower), True (any device,
-  # the CPU included) or False. A layer that XLA cannot compile is an error.
-  config.training.jit_compile = "auto"
-  # auto (all local GPUs when several), none, mirrored, multi_worker (TF_CONFIG)
-  # or tpu; schedule.batch_size is the global batch over all replicas.
-  config.training.distribution = "auto"
-  # Deterministic TF ops (tf.config.experimental.enable_op_determinism): with
-  # the same seed, reruns on the same machine give identical metrics; slower
-  # on GPUs, where some kernels lose their fast non-deterministic paths.
-  config.training.deterministic = False
-  config.training.steps_per_execution = 1  # Train steps per tf.function call.
-
-  config.logging = ml_collections.ConfigDict()
-  # Progress bar: auto (bar on a terminal, a line per epoch otherwise), or the
-  # Keras verbose levels 0, 1, 2.
-  config.logging.verbose = "auto"
-  # TensorBoard scalars every N train steps; 0 writes them once per epoch.
-  config.logging.tensorboard_every_steps = 0
-
-  config.export = ml_collections.ConfigDict()
-  config.export.enabled = True  # SavedModel for TF Serving at DIR/export/<version>.
-  config.export.version = 1
 
   if variant == "quick":
     config.name = "emotion_quick"

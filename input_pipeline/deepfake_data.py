@@ -232,7 +232,7 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
     )
     use_synthetic = True
   if data.source == "tfrecord":
-    result = _load_shards(data.tfrecord_dir)
+    result = _load_shards(data.dir)
   elif use_synthetic:
     syn = data.synthetic
 
@@ -294,7 +294,7 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
 def _load_shards(directory: str) -> DeepfakeData:
   """The splits written by `tools.write_tfrecords`: shards plus `<split>.csv` indexes."""
   if not directory:
-    raise DataError("config.data.source='tfrecord' needs --config.data.tfrecord_dir.")
+    raise DataError("config.data.source='tfrecord' needs --config.data.dir.")
   manifest = tfrecords.read_manifest(directory, "deepfake")
   splits = {}
   for split, shards in manifest.splits.items():
@@ -508,7 +508,7 @@ def shard_records(
     DataError: a frame cannot be decoded (named), or the source is already shards.
   """
   if config.data.source == "tfrecord":
-    raise DataError(f"{config.data.tfrecord_dir}: config.data.source='tfrecord' is already shards.")
+    raise DataError(f"{config.data.dir}: config.data.source='tfrecord' is already shards.")
   loaded = load(config)
   splits = {}
   for name in ("train", "validation", "test"):

@@ -29,10 +29,10 @@ def tiny_run(tmp_path_factory):
   One run covers the cadence, the resume and the shards reader (two runs
   would cost another 80-100 s of the CI budget).
   """
-  config = tiny_config(max_iterations=4, log_interval=2, validation_interval=3)
+  config = tiny_config(max_iterations=4, log_every_steps=2, validation_interval=3)
   shards = str(tmp_path_factory.mktemp("shards") / "tiny")
   write_tfrecords.write_tfrecords(config, shards)
-  config.data.source, config.data.tfrecord_dir = "tfrecord", shards
+  config.data.source, config.data.dir = "tfrecord", shards
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("deepfake"))
   traces = []
@@ -85,7 +85,7 @@ def test_validation_rows_and_checkpoints_follow_the_iteration_cadence(tiny_run):
     os.path.join(paths.tensorboard, "attention"), {"tensors": 0}
   )
   attention.Reload()
-  # Step 3 is not a multiple of log_interval=2: Keras' TensorBoard callback would drop it.
+  # Step 3 is not a multiple of log_every_steps=2: Keras' TensorBoard callback would drop it.
   assert [e.step for e in attention.Tensors("attention/fake")] == [3, 4, 6]
   images = event_accumulator.EventAccumulator(paths.tensorboard_images, {"tensors": 0})
   images.Reload()
@@ -156,15 +156,15 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
   config.optimizer.learning_rate = 1e-3
   config.schedule.max_iterations = 110
   config.schedule.min_lr_fraction = 0.01
-  assert deepfake.learning_rate(config) == 1e-3  # the recipe: a constant rate
+  assert deepfake.learning_rate(config, 5.0) == 1e-3  # the recipe: a constant rate
   config.schedule.learning_rate_schedule = "cosine"
-  config.schedule.warmup_iterations = 10
-  schedule = deepfake.learning_rate(config)
+  config.schedule.warmup_epochs = 2.0  # of 5 steps each
+  schedule = deepfake.learning_rate(config, 5.0)
   rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
   assert rates == pytest.approx([0.0, 5e-4, 1e-3, 5.05e-4, 1e-5], rel=1e-3)
   config.schedule.learning_rate_schedule = "linear"
   with pytest.raises(ValueError, match="learning_rate_schedule='linear'"):
-    deepfake.learning_rate(config)
+    deepfake.learning_rate(config, 5.0)
 
 
 @pytest.mark.parametrize("bad_video", [1, 5])  # read first for TensorBoard samples / by fit

@@ -120,7 +120,7 @@ def test_deepfake_shards_give_the_in_memory_clips(tmp_path):
   config = deepfake_config.get_config("tiny")
   manifest = write_tfrecords.write_tfrecords(config, str(tmp_path / "shards"), encoding="png")
   loaded = deepfake_data.load(config)
-  config.data.source, config.data.tfrecord_dir = "tfrecord", manifest.directory
+  config.data.source, config.data.dir = "tfrecord", manifest.directory
   shards = deepfake_data.load(config)
   with open(os.path.join(manifest.directory, tfrecords.MANIFEST)) as file:
     assert (

@@ -8,7 +8,7 @@ r"""Writes a training config's data as TFRecord shards, for data larger than mem
   python -m tools.write_tfrecords --config=configs/deepfake.py \
       --config.data.labels_csv=/data/ffpp_faces/labels.csv --output=/data/ffpp_shards
   python train_main.py --config=configs/deepfake.py \
-      --config.data.source=tfrecord --config.data.tfrecord_dir=/data/ffpp_shards
+      --config.data.source=tfrecord --config.data.dir=/data/ffpp_shards
 
 The data are read as the trainer reads them with the same config (source,
 seed, validation split, deepfake subset and grouped split, image size) and
@@ -32,7 +32,6 @@ import time
 import ml_collections
 from absl import app, flags, logging
 
-from common import labels
 from input_pipeline import deepfake_data, emotion_data, tfrecords
 
 
@@ -47,12 +46,11 @@ def write_tfrecords(
   start = time.perf_counter()
   if config.task == "emotion":
     splits, description = emotion_data.shard_records(config, encoding)
-    class_names = list(config.data.class_names)
   elif config.task == "deepfake":
     splits, description = deepfake_data.shard_records(config, encoding)
-    class_names = list(labels.DEEPFAKE_CLASSES)
   else:
     raise ValueError(f"config.task={config.task!r}; expected 'emotion' or 'deepfake'.")
+  class_names = list(config.data.class_names)
   manifest = tfrecords.write_dataset(
     output_dir,
     config.task,
@@ -68,13 +66,12 @@ def write_tfrecords(
   size = sum(os.path.getsize(f) for s in manifest.splits.values() for f in s.files)
   logging.info(
     "Wrote %d records (%s) in %.1f s, %.1f MB, to %s. Train with "
-    "--config.data.source=tfrecord --config.data.%s=%s",
+    "--config.data.source=tfrecord --config.data.dir=%s",
     total,
     ", ".join(f"{name} {len(s)}" for name, s in manifest.splits.items()),
     seconds,
     size / 1e6,
     manifest.directory,
-    "dir" if config.task == "emotion" else "tfrecord_dir",
     manifest.directory,
   )
   return manifest

@@ -1,7 +1,7 @@
 """Deepfake detector trainer: iteration-based cadence through `model.fit`.
 
 The original counts in iterations, not epochs: train metrics every
-`log_interval` iterations, validation every `validation_interval`. Here a
+`log_every_steps` iterations, validation every `validation_interval`. Here a
 `model.fit` epoch is `validation_interval` steps over a training set that
 repeats forever, so each Keras "epoch end" is a validation round.
 
@@ -95,13 +95,17 @@ def learning_rate(
 
 
 def compile_model(
-  model: keras.Model, config: ml_collections.ConfigDict, policy: str, jit_compile: bool
+  model: keras.Model,
+  config: ml_collections.ConfigDict,
+  steps_per_epoch: float,
+  policy: str,
+  jit_compile: bool,
 ) -> None:
   runtime.compile_model(
     model,
     jit_compile,
     optimizer=runtime.wrap_optimizer_for_policy(
-      keras.optimizers.Adam(learning_rate=learning_rate(config)), policy
+      keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch)), policy
     ),
     loss=keras.losses.CategoricalCrossentropy(),
     metrics=[
@@ -110,6 +114,7 @@ def compile_model(
       metrics_lib.WeightedPrecision(2, name="precision"),
       metrics_lib.WeightedF1(2, name="f1"),
     ],
+    steps_per_execution=config.training.steps_per_execution,
   )
 
 
@@ -272,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with run.scope():
     model = build_model(config, policy, jit_compile)
     runtime.prepare_model_for_strategy(model, run.strategy)
-    compile_model(model, config, policy, jit_compile)
+    compile_model(model, config, len(data.train) / schedule.batch_size, policy, jit_compile)
     iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
   if iteration:
     logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
@@ -309,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(os.path.dirname(paths.last_checkpoint), "it{iteration:06d}.keras")
     ),
     callbacks_lib.AtomicModelCheckpoint(
-      paths.last_checkpoint, every_n_iterations=schedule.log_interval
+      paths.last_checkpoint, every_n_iterations=schedule.log_every_steps
     ),
     AttentionSnapshots(
       clips,
@@ -317,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       os.path.join(workdir, "attention"),
       os.path.join(paths.tensorboard, "attention"),
     ),
-    keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_interval),
+    keras.callbacks.TensorBoard(paths.tensorboard, update_freq=schedule.log_every_steps or "epoch"),
     summaries.AugmentedSamples(
       paths.tensorboard_images,
       first_clips,

@@ -26,7 +26,7 @@ from input_pipeline import emotion_data, tfrecords
 from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
-from training import distribution, runtime, summaries
+from training import distribution, runtime, schedules, summaries
 from training import export as export_lib
 from training import metrics as metrics_lib
 
@@ -74,13 +74,8 @@ def make_optimizer(
   """AdamW with (warmup and) cosine decay over all training steps."""
   total_steps = config.schedule.num_epochs * steps_per_epoch
   warmup_steps = int(round(config.schedule.warmup_epochs * steps_per_epoch))
-  peak = config.optimizer.learning_rate
-  schedule = keras.optimizers.schedules.CosineDecay(
-    initial_learning_rate=0.0 if warmup_steps else peak,
-    decay_steps=max(1, total_steps - warmup_steps),
-    alpha=config.schedule.final_learning_rate_fraction,
-    warmup_target=peak if warmup_steps else None,
-    warmup_steps=warmup_steps,
+  schedule = schedules.warmup_cosine(
+    config.optimizer.learning_rate, total_steps, warmup_steps, config.schedule.min_lr_fraction
   )
   return keras.optimizers.AdamW(
     learning_rate=schedule,
@@ -255,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     steps_per_epoch,
     initial_epoch,
   )
-  tensorboard_freq = config.logging.tensorboard_every_steps or "epoch"
+  tensorboard_freq = config.schedule.log_every_steps or "epoch"
   # Shards are read lazily: a corrupt one is named here, not by tf.data.
   with tfrecords.naming_corrupt_shards(data.train, data.validation):
     model.fit(

@@ -1,0 +1,1 @@
+"""Training configs: `common.py` holds the blocks both tasks share; each task overrides it."""
