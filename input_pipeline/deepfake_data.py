@@ -35,8 +35,8 @@ from common.data_locations import DEFAULT_LABELS_CSV
 from common.errors import DataError
 from common.labels import DEEPFAKE_CLASSES
 from input_pipeline import synthetic_clips, tfrecords
-from input_pipeline.augment import resize_to_uint8
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS
+from input_pipeline.images import resize_to_uint8
 
 # Columns of a shards directory's `<split>.csv`, one row per record.
 _INDEX_COLUMNS = ("index", "video", "label", "group", "num_frames")

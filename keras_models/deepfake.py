@@ -27,7 +27,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from input_pipeline.clip_augment import ClipAugmenter
+from keras_models.clip_augment import ClipAugmenter
 
 FEATURE_DIM = 1280  # EfficientNetB0's last feature map depth
 KERAS_DROP_CONNECT_RATE = 0.2  # keras.applications' EfficientNet stochastic depth

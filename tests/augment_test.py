@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline import augment
+from input_pipeline import images as images_lib
+from keras_models import augment
 
 
 def _batch(channels=3, size=20, batch=4, seed=0):
@@ -98,12 +99,12 @@ def test_layer_config_round_trip():
 
 def test_resize_to_uint8_rounds_eagerly_and_in_tf_data():
   image = np.array([[[0], [255]], [[255], [0]]], np.uint8).repeat(3, -1)  # 2x2 checkerboard
-  eager = augment.resize_to_uint8(tf.constant(image), 4).numpy()
+  eager = images_lib.resize_to_uint8(tf.constant(image), 4).numpy()
   assert eager.dtype == np.uint8 and eager.shape == (4, 4, 3)
   expected = np.round(tf.image.resize(image.astype(np.float32), (4, 4)).numpy())
   np.testing.assert_array_equal(eager, expected)
   mapped = next(
-    iter(tf.data.Dataset.from_tensors(image).map(lambda x: augment.resize_to_uint8(x, 4)))
+    iter(tf.data.Dataset.from_tensors(image).map(lambda x: images_lib.resize_to_uint8(x, 4)))
   )
   np.testing.assert_array_equal(mapped.numpy(), eager)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline import clip_augment
+from keras_models import clip_augment
 
 
 def _clips(batch=6, frames=3, size=24, seed=0):

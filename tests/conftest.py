@@ -72,8 +72,8 @@ def tiny_model(tmp_path_factory):
   """(config, .keras checkpoint, SavedModel export) of an untrained tiny emotion model."""
   from common import io_utils
   from configs import emotion as emotion_config
+  from inference.export import export_image_classifier
   from training import emotion
-  from training.export import export_image_classifier
 
   config = emotion_config.get_config("tiny")
   model = emotion.build_model(config)

@@ -1,4 +1,4 @@
-"""Emotion predictions on photos (training.emotion_inference) and Grad-CAM (training.grad_cam).
+"""Emotion predictions on photos (inference.emotion_inference) and Grad-CAM (inference.grad_cam).
 
 Generated images hold no real faces, so a fake detector "finds" listed boxes;
 MTCNN itself runs only on real FaceForensics++ frames, when
@@ -16,9 +16,9 @@ from conftest import REPO_ROOT
 from PIL import Image
 
 from common.labels import EMOTION_CLASSES
+from inference import emotion_inference, grad_cam
 from input_pipeline import face_detection
 from input_pipeline.face_detection import CropSettings, Face
-from training import emotion_inference, grad_cam
 
 FFPP_VIDEO = os.path.join(
   REPO_ROOT, "..", "shared", "data", "ffpp_sample", "original_sequences", "youtube", "c23",

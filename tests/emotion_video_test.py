@@ -1,4 +1,4 @@
-"""Emotion on videos (training.emotion_video, tools.predict_emotion --video) on drawn videos.
+"""Emotion on videos (inference.emotion_video, tools.predict_emotion --video) on drawn videos.
 
 Drawn squares are no faces MTCNN would find, so the library tests use the
 `SquareDetector` stand-in; the command runs MTCNN on a grey video (no face).
@@ -17,9 +17,9 @@ from conftest import REPO_ROOT, SquareDetector, write_drawn_video, write_video
 from common.errors import DataError
 from common.figures import PNG_MAGIC
 from common.labels import EMOTION_CLASSES
+from inference import emotion_inference, emotion_video
 from input_pipeline.face_detection import CropSettings
 from input_pipeline.face_tracking import TrackerSettings
-from training import emotion_inference, emotion_video
 
 CROP = CropSettings("scale", scale=1.3, size=32)
 TRACKING = TrackerSettings(max_missed=4)

@@ -10,10 +10,10 @@ import tensorflow as tf
 from common import figures
 from common.errors import DataError
 from configs import emotion as emotion_config
+from inference import emotion_inference
 from input_pipeline import emotion_data
 from input_pipeline.fer2013 import LabelledImages
 from tools import evaluate_emotion
-from training import emotion_inference
 
 
 @pytest.fixture(scope="module")

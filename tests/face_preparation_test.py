@@ -21,6 +21,8 @@ from conftest import REPO_ROOT, SquareDetector, write_drawn_video, write_video
 
 from common.errors import DataError
 from configs import deepfake as deepfake_config
+from inference import export as export_lib
+from inference import video_scoring
 from input_pipeline import (
   deepfake_data,
   face_detection,
@@ -29,7 +31,6 @@ from input_pipeline import (
   video_datasets,
 )
 from training import deepfake as deepfake_trainer
-from training import video_scoring
 
 FFPP_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "ffpp_sample")
 SETTINGS = face_preparation.PreparationSettings(
@@ -181,7 +182,7 @@ def tiny_detector(tmp_path_factory):
   folder = tmp_path_factory.mktemp("detector")
   checkpoint = str(folder / "detector.keras")
   model.save(checkpoint)
-  export = deepfake_trainer.export_detector(model, str(folder / "export"), config.data.image_size)
+  export = export_lib.export_detector(model, str(folder / "export"), config.data.image_size)
   return checkpoint, export
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input_pipeline import resampling
+from keras_models import resampling
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 255, (3, 24, 30, 3)).astype(np.float32)

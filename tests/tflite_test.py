@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from inference import emotion_inference, tflite
 from input_pipeline import emotion_data
-from input_pipeline.augment import resize_to_uint8
+from input_pipeline.images import resize_to_uint8
 from tools import evaluate_emotion
-from training import emotion_inference, tflite
 
 # (max, mean) |TFLite - SavedModel| probability allowed per variant, on the
 # tiny config's own test faces. The tiny model is untrained (random weights,

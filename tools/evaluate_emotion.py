@@ -52,10 +52,10 @@ from sklearn import metrics as sk_metrics
 
 from common import figures, io_utils
 from common.errors import DataError
+from inference import tflite
+from inference.emotion_inference import Classifier
 from input_pipeline import emotion_data
-from input_pipeline.augment import resize_to_uint8
-from training import tflite
-from training.emotion_inference import Classifier
+from input_pipeline.images import resize_to_uint8
 
 SPLITS = ("test", "validation")
 # Crop side / resized side for ten-crop: 224/256, the ImageNet evaluation convention.

@@ -20,8 +20,8 @@ import os
 from absl import app, flags, logging
 
 from common import io_utils
+from inference import video_scoring
 from input_pipeline import deepfake_data
-from training import video_scoring
 
 
 def _define_flags() -> None:

@@ -32,7 +32,7 @@ def _define_flags() -> None:
   """Defined only when run as a command, so other modules can import this one."""
   from ml_collections import config_flags
 
-  from training.tflite import QUANTIZATIONS
+  from inference.tflite import QUANTIZATIONS
 
   config_flags.DEFINE_config_file(
     "config",
@@ -51,7 +51,7 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from training import tflite
+  from inference import tflite
 
   values = flags.FLAGS
   tflite.export_emotion_model(

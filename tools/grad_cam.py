@@ -12,7 +12,7 @@ and the heat map over it, titled with the class and its probability. The
 class is the predicted one unless `--class_name` is given; `--layer` is any
 layer with a [b, h, w, c] output (default: the last one, the last residual
 block of the ResNet18; an unknown name lists the convolution layers). See
-training/grad_cam.py for the method.
+inference/grad_cam.py for the method.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags, logging
 
 from common.labels import EMOTION_CLASSES
+from inference import emotion_inference, grad_cam
 from input_pipeline import face_detection
 from tools import face_flags
-from training import emotion_inference, grad_cam
 
 
 def _define_flags() -> None:

@@ -25,7 +25,7 @@ Videos and webcams (`--video=clip.mp4,clips/` or `--video=0`, instead of
 `--images`): every frame, or every `--every`-th, goes through the detector and
 the face tracker; each track's probabilities are smoothed (`--smoothing`,
 exponential, 0 = off). Writes `<name>.csv`, `<name>_annotated.mp4`,
-`<name>_timeline.png` per video and `videos.csv`; see training/emotion_video.py.
+`<name>_timeline.png` per video and `videos.csv`; see inference/emotion_video.py.
 
   python -m tools.predict_emotion --model=runs/emotion_quick/checkpoints/best.keras \
       --video=interview.mp4 --output=predictions/ [--every=2] [--smoothing=0.7]
@@ -42,9 +42,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags, logging
 
 from common.labels import EMOTION_CLASSES
+from inference import emotion_inference, emotion_video
 from input_pipeline import face_detection
 from tools import face_flags
-from training import emotion_inference, emotion_video
 
 
 def _define_flags() -> None:
@@ -63,7 +63,7 @@ def _define_flags() -> None:
 
 
 def _define_video_flags() -> None:
-  """Emotion on videos (`--video`); see training/emotion_video.py."""
+  """Emotion on videos (`--video`); see inference/emotion_video.py."""
   video = emotion_video.VideoSettings()
   flags.DEFINE_list("video", None, "Video files, folders of videos, or webcam indices (0).")
   flags.DEFINE_integer("every", video.every, "Videos: detect and classify every N-th frame.")

@@ -23,9 +23,9 @@ import os
 from absl import app, flags, logging
 
 from common import io_utils
+from inference import video_scoring
 from input_pipeline import face_detection, video_io
 from tools import face_flags
-from training import video_scoring
 
 
 def expand_videos(entries: list[str]) -> list[str]:

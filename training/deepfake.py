@@ -33,12 +33,11 @@ from absl import logging
 
 from common import io_utils
 from common import labels as labels_lib
+from inference import export as export_lib
 from input_pipeline import deepfake_data, tfrecords
-from input_pipeline.augment import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
-from training import distribution, runtime, summaries
-from training import export as export_lib
+from training import distribution, runtime, schedules, summaries
 from training import metrics as metrics_lib
 
 MONITOR = "val_loss"
@@ -67,7 +66,7 @@ LEARNING_RATE_SCHEDULES = ("plateau", "cosine")
 
 
 def learning_rate(
-  config: ml_collections.ConfigDict,
+  config: ml_collections.ConfigDict, steps_per_epoch: float
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
   """The constant rate that ReduceLROnPlateau lowers, or warmup + cosine decay.
 
@@ -84,14 +83,8 @@ def learning_rate(
       f"config.schedule.learning_rate_schedule={schedule.learning_rate_schedule!r}; "
       f"expected one of {list(LEARNING_RATE_SCHEDULES)}."
     )
-  warmup = schedule.warmup_iterations
-  return keras.optimizers.schedules.CosineDecay(
-    initial_learning_rate=0.0 if warmup else peak,
-    decay_steps=max(1, schedule.max_iterations - warmup),
-    alpha=schedule.min_lr_fraction,
-    warmup_target=peak if warmup else None,
-    warmup_steps=warmup,
-  )
+  warmup = int(round(schedule.warmup_epochs * steps_per_epoch))
+  return schedules.warmup_cosine(peak, schedule.max_iterations, warmup, schedule.min_lr_fraction)
 
 
 def compile_model(
@@ -229,28 +222,6 @@ def _snapshot_clips(videos: deepfake_data.Videos, config: ml_collections.ConfigD
       break
   present = [k for k, v in wanted.items() if v is not None]
   return np.stack([wanted[k] for k in present]), [labels_lib.DEEPFAKE_CLASSES[k] for k in present]
-
-
-def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str:
-  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps."""
-  explainer = deepfake_model.build_explainer(model)
-  num_frames = model.input.shape[1]
-
-  @tf.function(
-    input_signature=[tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="clips")]
-  )
-  def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
-    shape = tf.shape(clips)
-    frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
-    frames = resize_to_uint8(frames, frame_size)  # as the training frames
-    outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
-    return {
-      "probability_fake": outputs["probabilities"][:, 1],
-      "spatial_attention": tf.cast(outputs["spatial_attention"], tf.float32),
-      "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
-    }
-
-  return export_lib.write_saved_model(explainer, {"serving_default": serve}, export_dir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -400,7 +371,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
   if config.export.enabled:
     best = keras.saving.load_model(paths.best_checkpoint, compile=False)
-    summary["export"] = export_detector(
+    summary["export"] = export_lib.export_detector(
       best, paths.export(config.export.version), config.data.image_size
     )
     logging.info("Exported the SavedModel to %s.", summary["export"])

@@ -22,12 +22,12 @@ from absl import logging
 from sklearn import metrics as sk_metrics
 
 from common import io_utils
+from inference import export as export_lib
 from input_pipeline import emotion_data, tfrecords
-from input_pipeline.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
+from keras_models.augment import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
 from keras_models.resnet import build_resnet18
 from training import callbacks as callbacks_lib
 from training import distribution, runtime, schedules, summaries
-from training import export as export_lib
 from training import metrics as metrics_lib
 
 BEST_METRIC = "val_accuracy"

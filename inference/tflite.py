@@ -40,8 +40,9 @@ from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
 from common import io_utils
-from input_pipeline import augment, emotion_data
-from input_pipeline.augment import resize_to_uint8
+from input_pipeline import emotion_data
+from input_pipeline.images import resize_to_uint8
+from keras_models import augment
 
 QUANTIZATIONS = ("none", "float16", "int8")
 METADATA_NAME = "face_analysis"  # The flatbuffer metadata entry this module writes.
@@ -95,7 +96,7 @@ def inference_function(model: keras.Model, check_images: np.ndarray | None = Non
       raise ValueError(
         f"The TFLite inference graph differs from the Keras model by {difference:.3g} "
         f"(allowed {BYPASS_TOLERANCE}); the preprocessor's inference path has changed. "
-        "Update training/tflite.py inference_function to match it."
+        "Update inference/tflite.py inference_function to match it."
       )
   return classify
 

@@ -25,10 +25,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from input_pipeline import resampling
+from keras_models import resampling
 
 # ImageNet channel statistics on the 0-255 scale (torchvision's
 # Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]) x 255).
@@ -44,19 +43,6 @@ def to_rgb_float(images: Any) -> Any:
   elif images.shape[-1] != 3:
     raise ValueError(f"Expected images with 1 or 3 channels, got shape {tuple(images.shape)}.")
   return images
-
-
-def resize_to_uint8(images: tf.Tensor, size: int, antialias: bool = False) -> tf.Tensor:
-  """Bilinear resize of uint8 images to `size` x `size`, rounded back to uint8.
-
-  The one resize for pixels brought to a model's input size outside the model,
-  so training and serving see the same pixels: deepfake frames in tf.data and
-  in the deepfake export (without antialiasing), and encoded files in the
-  emotion export (`antialias=True`, as `resampling.resize` inside the emotion
-  model, which resizes the other signature's images).
-  """
-  resized = tf.image.resize(images, (size, size), antialias=antialias)
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def normalize(images: Any) -> Any:

@@ -43,9 +43,9 @@ from matplotlib.figure import Figure
 
 from common import figures, io_utils
 from common.errors import DataError
+from inference import emotion_inference
 from input_pipeline import face_tracking, video_io
 from input_pipeline.face_detection import CropSettings, Face, crop_face
-from training import emotion_inference
 
 SUMMARY_CSV = "videos.csv"
 FALLBACK_FPS = 30.0  # For streams whose rate OpenCV cannot read (many webcams).

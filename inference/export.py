@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving.
+"""SavedModel export for TF Serving, of both tasks: the one module that writes exports.
 
 `DIR/export/<version>/` follows TF Serving's versioned layout: point
 `--model_base_path` at `DIR/export` and the server loads the highest version.
@@ -16,7 +16,8 @@ import keras
 import tensorflow as tf
 
 from common import io_utils
-from input_pipeline.augment import resize_to_uint8
+from input_pipeline.images import resize_to_uint8
+from keras_models import deepfake as deepfake_model
 
 BYTES_SIGNATURE = "serving_bytes"
 
@@ -74,6 +75,28 @@ def export_image_classifier(
   return write_saved_model(
     model, {"serving_default": serve, BYTES_SIGNATURE: serve_bytes}, export_dir
   )
+
+
+def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str:
+  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps."""
+  explainer = deepfake_model.build_explainer(model)
+  num_frames = model.input.shape[1]
+
+  @tf.function(
+    input_signature=[tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="clips")]
+  )
+  def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
+    shape = tf.shape(clips)
+    frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
+    frames = resize_to_uint8(frames, frame_size)  # as the training frames
+    outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
+    return {
+      "probability_fake": outputs["probabilities"][:, 1],
+      "spatial_attention": tf.cast(outputs["spatial_attention"], tf.float32),
+      "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
+    }
+
+  return write_saved_model(explainer, {"serving_default": serve}, export_dir)
 
 
 def write_saved_model(

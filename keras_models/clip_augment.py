@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from input_pipeline import resampling
+from keras_models import resampling
 
 # The standard JPEG quantisation tables (ITU-T T.81, Annex K).
 _LUMA_TABLE = np.array(

@@ -34,8 +34,8 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from common import figures
+from inference import emotion_inference
 from input_pipeline.face_detection import CropSettings, batches_by_shape
-from training import emotion_inference
 
 LOGITS_LAYER = "logits"  # As `keras_models.resnet.build_resnet18` names its pre-softmax layer.
 CONV_TYPES = (

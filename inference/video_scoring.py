@@ -27,7 +27,7 @@ from sklearn import metrics as sk_metrics
 
 from common.errors import DataError
 from input_pipeline import deepfake_data, face_detection, face_tracking, video_io
-from input_pipeline.augment import resize_to_uint8
+from input_pipeline.images import resize_to_uint8
 from keras_models import deepfake as _registers_custom_layers  # noqa: F401
 
 NO_FACE_PROBABILITY = 0.5  # The least costly answer under log-loss when nothing is known.

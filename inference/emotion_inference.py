@@ -27,14 +27,14 @@ from PIL import Image, ImageOps
 
 from common import io_utils
 from common.errors import DataError
-
-# Importing `augment` registers the custom layers that .keras files hold.
-from input_pipeline import augment
+from inference import tflite
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS
-from training import tflite
 
-SERVING_SIGNATURE = "serving_default"  # As `training.export.export_image_classifier` names it.
+# Importing `augment` registers the custom layers that .keras files hold.
+from keras_models import augment
+
+SERVING_SIGNATURE = "serving_default"  # As `inference.export.export_image_classifier` names it.
 STATUSES = ("ok", "no_face", "unreadable")
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTIONS_JSON = "predictions.json"
