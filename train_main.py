@@ -34,12 +34,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors answer without loading TensorFlow.
-  from training import trainers
+  from training import loop
 
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   logging.info("Config %s, workdir %s", config.name, workdir)
-  trainers.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

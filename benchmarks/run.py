@@ -213,14 +213,17 @@ def ours_emotion_train(options: dict[str, Any]) -> dict[str, Any]:
     from configs import emotion as emotion_config
     from input_pipeline import emotion_data
     from input_pipeline.fer2013 import LabelledImages
-    from training import emotion, runtime
+    from keras_models import emotion as emotion_model
+    from training import emotion, loop, runtime
 
     config = emotion_config.get_config()
     config.data.image_size = size
     config.schedule.batch_size = batch
     policy = runtime.resolve_dtype_policy(options["mixed_precision"])
-    model = emotion.build_model(config, policy)
-    emotion.compile_model(model, config, steps, policy, _resolved_jit_compile(options))
+    model = emotion_model.build_model(config, policy)
+    loop.compile_model(
+      model, emotion.EmotionTask(config), steps, policy, _resolved_jit_compile(options)
+    )
     images, labels = _emotion_images(NUM_TRAIN_IMAGES)
     dataset = emotion_data.make_dataset(
       LabelledImages(images, labels), batch, 7, training=True, seed=0
@@ -246,11 +249,11 @@ def ours_emotion_input(options: dict[str, Any]) -> dict[str, Any]:
   from configs import emotion as emotion_config
   from input_pipeline import emotion_data
   from input_pipeline.fer2013 import LabelledImages
-  from training import emotion
+  from keras_models import emotion as emotion_model
 
   config = emotion_config.get_config()
   config.data.image_size = options["size"]
-  preprocessor = emotion.build_preprocessor(config)
+  preprocessor = emotion_model.build_preprocessor(config)
   images, labels = _emotion_images(NUM_TRAIN_IMAGES)
   dataset = emotion_data.make_dataset(
     LabelledImages(images, labels), options["batch_size"], 7, training=True, seed=0
@@ -272,8 +275,9 @@ def ours_emotion_input(options: dict[str, Any]) -> dict[str, Any]:
 
 def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   from configs import deepfake as deepfake_config
-  from input_pipeline import deepfake_data
-  from training import deepfake, runtime
+  from input_pipeline import deepfake_clips, deepfake_data
+  from keras_models import deepfake as deepfake_model
+  from training import deepfake, loop, runtime
 
   config = deepfake_config.get_config()
   config.data.source = "synthetic"
@@ -285,11 +289,12 @@ def ours_deepfake_train(options: dict[str, Any]) -> dict[str, Any]:
   config.schedule.batch_size = options["batch_size"]
   data = deepfake_data.load(config)
   weights = deepfake_data.class_weights(data.train.labels)
-  dataset = deepfake_data.make_dataset(data.train, config, training=True, weights=weights)
+  dataset = deepfake_clips.make_dataset(data.train, config, training=True, weights=weights)
   policy = runtime.resolve_dtype_policy(options["mixed_precision"])
   jit_compile = _resolved_jit_compile(options)
-  model = deepfake.build_model(config, policy, jit_compile)
-  deepfake.compile_model(model, config, policy, jit_compile)
+  model = deepfake_model.build_model(config, policy, jit_compile)
+  steps_per_epoch = len(data.train) / config.schedule.batch_size
+  loop.compile_model(model, deepfake.DeepfakeTask(config), steps_per_epoch, policy, jit_compile)
   warmup, timed = options["warmup_steps"], options["timed_steps"]
   timer = _step_timer(warmup)
   model.fit(
@@ -321,7 +326,7 @@ def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
   from PIL import Image
 
   from configs import deepfake as deepfake_config
-  from input_pipeline import deepfake_data, emotion_data, tfrecords
+  from input_pipeline import deepfake_clips, deepfake_data, emotion_data, tfrecords
   from input_pipeline.fer2013 import LabelledImages
 
   def rate(dataset: tf.data.Dataset, items_per_batch: int, batches: int) -> float:
@@ -376,7 +381,7 @@ def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
       frame_paths=paths,
     )
     result["deepfake_frame_files_clips_per_s"] = rate(
-      deepfake_data.make_dataset(videos, config, training=True), batch, options["input_batches"]
+      deepfake_clips.make_dataset(videos, config, training=True), batch, options["input_batches"]
     )
     for encoding in tfrecords.ENCODINGS:
       rows: list[dict] = []
@@ -396,7 +401,7 @@ def ours_storage_read(options: dict[str, Any]) -> dict[str, Any]:
         record_frames=np.full(num_videos, options["storage_frames"]),
       )
       result[f"deepfake_shards_{encoding}_clips_per_s"] = rate(
-        deepfake_data.make_dataset(on_disk, config, training=True),
+        deepfake_clips.make_dataset(on_disk, config, training=True),
         batch,
         options["input_batches"],
       )

@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from common import model_metadata
+
 if TYPE_CHECKING:  # Writing files should not load TensorFlow.
   import keras
 
@@ -37,11 +39,17 @@ def write_json(path: str, value: Any) -> None:
   write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
-def save_model(model: keras.Model, path: str) -> None:
-  """Atomically saves `model` (weights, optimizer state, config) as `.keras`."""
+def save_model(model: keras.Model, path: str, metadata: dict[str, Any] | None = None) -> None:
+  """Atomically saves `model` (weights, optimizer state, config) as `.keras`.
+
+  `metadata` (`common.model_metadata.describe`: task, class names) is stored
+  inside the archive.
+  """
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   temporary = f"{path[: -len('.keras')]}.tmp.keras"
   model.save(temporary)
+  if metadata is not None:
+    model_metadata.add_to_keras_archive(temporary, metadata)
   os.replace(temporary, path)
 
 

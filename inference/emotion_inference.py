@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageOps
 
-from common import io_utils
+from common import io_utils, model_metadata
 from common.errors import DataError
 from inference import tflite
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
@@ -60,8 +60,9 @@ class Classifier:
     if not os.path.exists(path):
       raise FileNotFoundError(f"--model={path!r} does not exist.")
     self.path = path
-    # Class names stored with the model (TFLite metadata), else None.
-    self.class_names: list[str] | None = None
+    # Class names stored with the model (`common.model_metadata`; TFLite
+    # metadata), else None (a model saved before they were stored).
+    self.class_names: list[str] | None = model_metadata.class_names(path)
     if os.path.isfile(path) and path.endswith(".keras"):
       self.format = "keras"
       self.model = keras.saving.load_model(path, compile=False)

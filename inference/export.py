@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from common import io_utils
+from common import io_utils, labels, model_metadata
 from input_pipeline.images import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 
@@ -73,11 +74,19 @@ def export_image_classifier(
     return classify(images)
 
   return write_saved_model(
-    model, {"serving_default": serve, BYTES_SIGNATURE: serve_bytes}, export_dir
+    model,
+    {"serving_default": serve, BYTES_SIGNATURE: serve_bytes},
+    export_dir,
+    model_metadata.describe("emotion", class_names),
   )
 
 
-def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str:
+def export_detector(
+  model: keras.Model,
+  export_dir: str,
+  frame_size: int,
+  class_names: Sequence[str] = labels.DEEPFAKE_CLASSES,
+) -> str:
   """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps."""
   explainer = deepfake_model.build_explainer(model)
   num_frames = model.input.shape[1]
@@ -96,15 +105,24 @@ def export_detector(model: keras.Model, export_dir: str, frame_size: int) -> str
       "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
     }
 
-  return write_saved_model(explainer, {"serving_default": serve}, export_dir)
+  return write_saved_model(
+    explainer,
+    {"serving_default": serve},
+    export_dir,
+    model_metadata.describe("deepfake", class_names),
+  )
 
 
 def write_saved_model(
   model: keras.Model,
   signatures: dict[str, tf.types.experimental.GenericFunction],
   export_dir: str,
+  metadata: dict[str, Any] | None = None,
 ) -> str:
   """Writes `model` with `signatures` (name -> tf.function), atomically.
+
+  `metadata` (`common.model_metadata`: task, class names) is written beside
+  `saved_model.pb`, for the tools that label outputs.
 
   The SavedModel is written beside `export_dir` and renamed into place, so an
   interrupted export never leaves a half-written model where TF Serving looks.
@@ -117,5 +135,7 @@ def write_saved_model(
   if os.path.exists(partial):
     shutil.rmtree(partial)
   archive.write_out(partial, verbose=False)
+  if metadata is not None:
+    model_metadata.write_to_directory(partial, metadata)
   io_utils.replace_directory(partial, export_dir)
   return export_dir

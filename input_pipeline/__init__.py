@@ -1,1 +1,1 @@
-"""Data loading and on-device preprocessing for the face-analysis trainers."""
+"""Data: readers, splits, TFRecord shards, video decoding, face detection and tracking, tf.data."""

@@ -1,1 +1,1 @@
-"""Keras model builders."""
+"""Every Keras layer and model: on-device preprocessing and augmentation, both tasks' models."""

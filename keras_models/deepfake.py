@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+import ml_collections
 from keras import ops
 
 from keras_models.clip_augment import ClipAugmenter
@@ -236,4 +237,24 @@ def build_explainer(detector: keras.Model) -> keras.Model:
       "temporal_attention": temporal,
     },
     name="deepfake_explainer",
+  )
+
+
+def build_model(
+  config: ml_collections.ConfigDict, dtype_policy: str | None = None, jit_compile: bool = False
+) -> keras.Model:
+  """The detector of a deepfake config; with `jit_compile` its LSTM avoids cuDNN, which
+  XLA cannot compile."""
+  return build_deepfake_detector(
+    num_frames=config.data.num_frames,
+    frame_size=config.data.image_size,
+    lstm_units=config.model.lstm_units,
+    dropout=config.model.dropout,
+    weights=config.model.backbone_weights or None,
+    attention_after=config.model.attention_after,
+    batch_norm_momentum=config.model.batch_norm_momentum or None,
+    drop_connect_rate=config.model.drop_connect_rate,
+    augment=config.augment.to_dict(),
+    lstm_use_cudnn=False if jit_compile else "auto",
+    dtype=dtype_policy,
   )

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common import labels
+from keras_models import emotion as emotion_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,10 +74,9 @@ def tiny_model(tmp_path_factory):
   from common import io_utils
   from configs import emotion as emotion_config
   from inference.export import export_image_classifier
-  from training import emotion
 
   config = emotion_config.get_config("tiny")
-  model = emotion.build_model(config)
+  model = emotion_model.build_model(config)
   root = tmp_path_factory.mktemp("model")
   checkpoint = str(root / "best.keras")
   io_utils.save_model(model, checkpoint)

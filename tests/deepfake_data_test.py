@@ -9,7 +9,7 @@ from PIL import Image
 
 from common.errors import DataError
 from configs import deepfake as deepfake_config
-from input_pipeline import deepfake_data, synthetic_clips
+from input_pipeline import deepfake_clips, deepfake_data, synthetic_clips
 
 
 def _write_frames(root, video, count, size=8):
@@ -84,18 +84,18 @@ def test_class_weights_are_balanced():
 
 
 def test_clip_sampling():
-  evaluation = deepfake_data.sample_frame_indices(32, 4, training=False, mode="spread")
+  evaluation = deepfake_clips.sample_frame_indices(32, 4, training=False, mode="spread")
   assert evaluation.numpy().tolist() == [4, 12, 20, 28]
   tf.random.set_seed(0)
-  windows = [deepfake_data.sample_frame_indices(10, 4, True, "window").numpy() for _ in range(20)]
+  windows = [deepfake_clips.sample_frame_indices(10, 4, True, "window").numpy() for _ in range(20)]
   for window in windows:
     assert np.all(np.diff(window) == 1) and 0 <= window[0] and window[-1] <= 9
   assert len({w[0] for w in windows}) > 2
-  spreads = [deepfake_data.sample_frame_indices(32, 4, True, "spread").numpy() for _ in range(20)]
+  spreads = [deepfake_clips.sample_frame_indices(32, 4, True, "spread").numpy() for _ in range(20)]
   for spread in spreads:
     assert np.all(np.diff(spread) == 8)
   assert len({s[0] for s in spreads}) > 2
-  short = deepfake_data.sample_frame_indices(2, 4, training=False, mode="window").numpy()
+  short = deepfake_clips.sample_frame_indices(2, 4, training=False, mode="window").numpy()
   assert short.tolist() == [0, 0, 1, 1]  # a short video repeats frames
 
 
@@ -107,12 +107,12 @@ def test_dataset_from_files_and_memory(tmp_path):
   (tmp_path / "labels.csv").write_text("video,label\na,0\nb,1\n")
   videos = deepfake_data.read_labels_csv(str(tmp_path / "labels.csv"))
   clips, labels, weights = next(
-    iter(deepfake_data.make_dataset(videos, config, training=True, weights={0: 2.0, 1: 0.5}))
+    iter(deepfake_clips.make_dataset(videos, config, training=True, weights={0: 2.0, 1: 0.5}))
   )
   assert clips.shape == (2, 2, 16, 16, 3) and clips.dtype == tf.uint8
   assert labels.shape == (2, 2)
   np.testing.assert_allclose(weights.numpy(), np.where(labels.numpy()[:, 1] > 0, 0.5, 2.0))
-  evaluation = list(deepfake_data.make_dataset(videos, config, training=False))
+  evaluation = list(deepfake_clips.make_dataset(videos, config, training=False))
   assert sum(len(batch[0]) for batch in evaluation) == 2
 
 
@@ -144,7 +144,7 @@ def test_training_clips_are_the_same_for_the_same_seed():
 
   def first_clips(seed):
     config.seed = seed
-    dataset = deepfake_data.make_dataset(videos, config, training=True)
+    dataset = deepfake_clips.make_dataset(videos, config, training=True)
     return np.concatenate([clips.numpy()[:, :, 0, 0, 0] for clips, _ in dataset.take(8)])
 
   first = first_clips(0)

@@ -11,8 +11,9 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import deepfake as deepfake_config
+from keras_models import deepfake as deepfake_model
 from tools import write_tfrecords
-from training import callbacks, deepfake, summaries
+from training import attention, callbacks, deepfake, loop, summaries
 from training.run_paths import RunPaths
 
 
@@ -44,11 +45,11 @@ def tiny_run(tmp_path_factory):
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(keras.Model, "train_step", counting_train_step)
-    deepfake.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   # Continue to 6, as after a crash at 4: last.keras is from iteration 4.
   config.schedule.max_iterations = 6
   config.export.enabled = True
-  return workdir, deepfake.train_and_evaluate(config, workdir), len(traces)
+  return workdir, loop.train_and_evaluate(config, workdir), len(traces)
 
 
 def test_the_train_step_is_traced_once(tiny_run):
@@ -141,7 +142,7 @@ def test_attention_overlay_layout():
   clip[1] = 200
   maps = np.zeros((3, 4, 4), np.float32)
   maps[:, 0, 0] = 1.0
-  panel = deepfake.overlay_attention(clip, maps)
+  panel = attention.overlay_attention(clip, maps)
   assert panel.shape == (256, 384, 3) and panel.dtype == np.uint8
   assert (panel[:128, 128:256] == 200).all()  # frames on top, enlarged
   assert (panel[:128, :128] == 0).all()
@@ -199,4 +200,33 @@ def test_a_corrupt_frame_file_is_named(tmp_path, monkeypatch, bad_video):
   monkeypatch.setattr(keras.Model, "fit", read_batches)
   message = rf"v{bad_video}/1\.jpg.*cannot be decoded"
   with pytest.raises(deepfake.deepfake_data.DataError, match=message):
-    deepfake.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_the_test_split_gets_a_clip_and_video_level_report(tmp_path):
+  """As tools.evaluate_videos computes them, on the best checkpoint (here untrained)."""
+  import tensorflow as tf
+  from PIL import Image
+
+  rows = ["video,label,split"]
+  for index in range(12):
+    folder = tmp_path / "faces" / f"v{index}"
+    folder.mkdir(parents=True)
+    for frame in range(3):
+      Image.new("RGB", (16, 16), (index * 20, frame * 40, 90)).save(folder / f"{frame}.jpg")
+    split = "train" if index < 6 else "validation" if index < 8 else "test"
+    rows.append(f"v{index},{index % 2},{split}")
+  (tmp_path / "faces" / "labels.csv").write_text("\n".join(rows) + "\n")
+  config = tiny_config()
+  config.data.source = "csv"
+  config.data.labels_csv = str(tmp_path / "faces" / "labels.csv")
+  config.data.subset_fraction = 1.0
+  task = deepfake.DeepfakeTask(config)
+  task.load_data(tf.distribute.get_strategy())
+  model = deepfake_model.build_model(config)
+  checkpoint = str(tmp_path / "best.keras")
+  model.save(checkpoint)
+  report = task.evaluate_test(model, checkpoint)
+  assert report["num_videos"] == 4 and report["checkpoint"] == checkpoint
+  for level in ("clip", "video"):
+    assert set(report[level]) >= {"roc_auc", "log_loss", "accuracy", "balanced_accuracy"}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
+from keras_models import augment as _registers_emotion_layers  # noqa: F401
 from training import callbacks, distribution
-from training import emotion as _registers_emotion_layers  # noqa: F401
 from training.run_paths import RunPaths
 
 # Two logical CPU devices must be made before TensorFlow starts, hence a fresh process.
@@ -22,7 +22,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from configs import emotion as emotion_config
-from training import emotion
+from training import loop
 config = emotion_config.get_config("tiny")
 config.training.distribution = "mirrored"
 config.export.enabled = False
@@ -30,11 +30,11 @@ config.schedule.num_epochs = 1
 uneven = config.copy_and_resolve_references()
 uneven.schedule.batch_size = 3
 try:
-  emotion.train_and_evaluate(uneven, sys.argv[1] + "_uneven")
+  loop.train_and_evaluate(uneven, sys.argv[1] + "_uneven")
   error = None
 except ValueError as e:
   error = str(e)
-summary = emotion.train_and_evaluate(config, sys.argv[1])
+summary = loop.train_and_evaluate(config, sys.argv[1])
 print(json.dumps({"replicas": summary["replicas"], "error": error}))
 """
 

@@ -30,7 +30,7 @@ from input_pipeline import (
   face_tracking,
   video_datasets,
 )
-from training import deepfake as deepfake_trainer
+from keras_models import deepfake as deepfake_model
 
 FFPP_SAMPLE = os.path.join(REPO_ROOT, "..", "shared", "data", "ffpp_sample")
 SETTINGS = face_preparation.PreparationSettings(
@@ -178,7 +178,7 @@ def test_aggregations():
 def tiny_detector(tmp_path_factory):
   """An untrained tiny deepfake detector saved as .keras and exported."""
   config = deepfake_config.get_config("tiny")
-  model = deepfake_trainer.build_model(config)
+  model = deepfake_model.build_model(config)
   folder = tmp_path_factory.mktemp("detector")
   checkpoint = str(folder / "detector.keras")
   model.save(checkpoint)

@@ -18,7 +18,9 @@ import pytest
 
 from configs import deepfake as deepfake_config
 from configs import emotion as emotion_config
-from training import callbacks, deepfake, emotion, runtime
+from keras_models import deepfake as deepfake_model
+from keras_models import emotion as emotion_model
+from training import callbacks, loop, runtime
 from training.run_paths import RunPaths
 
 FLOAT16_INITIAL_SCALE = 2.0**15  # Keras' LossScaleOptimizer default
@@ -82,17 +84,17 @@ def emotion_runs(tmp_path_factory):
   config.schedule.num_epochs = 1
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("emotion_float16"))
-  first = emotion.train_and_evaluate(config, workdir)
+  first = loop.train_and_evaluate(config, workdir)
   first_scale = _loss_scale(RunPaths(workdir).last_checkpoint)
   config.training.jit_compile = "False"
   config.schedule.num_epochs = 2
   config.export.enabled = True
-  runs["mixed_float16"] = (workdir, emotion.train_and_evaluate(config, workdir), first, first_scale)
+  runs["mixed_float16"] = (workdir, loop.train_and_evaluate(config, workdir), first, first_scale)
   config = emotion_config.get_config("tiny")
   config.training.mixed_precision = "mixed_bfloat16"
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("emotion_bfloat16"))
-  runs["mixed_bfloat16"] = (workdir, emotion.train_and_evaluate(config, workdir), None, None)
+  runs["mixed_bfloat16"] = (workdir, loop.train_and_evaluate(config, workdir), None, None)
   return runs
 
 
@@ -146,14 +148,14 @@ def deepfake_runs(tmp_path_factory):
   config.schedule.max_iterations = 4
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("deepfake_float16"))
-  first = deepfake.train_and_evaluate(config, workdir)
+  first = loop.train_and_evaluate(config, workdir)
   first_scale = _loss_scale(RunPaths(workdir).last_checkpoint)
   config.training.jit_compile = "False"
   config.schedule.max_iterations = 6
   config.export.enabled = True
   runs["mixed_float16"] = (
     workdir,
-    deepfake.train_and_evaluate(config, workdir),
+    loop.train_and_evaluate(config, workdir),
     first,
     first_scale,
   )
@@ -162,7 +164,7 @@ def deepfake_runs(tmp_path_factory):
   config.schedule.max_iterations = 3
   config.export.enabled = False
   workdir = str(tmp_path_factory.mktemp("deepfake_bfloat16"))
-  runs["mixed_bfloat16"] = (workdir, deepfake.train_and_evaluate(config, workdir), None, None)
+  runs["mixed_bfloat16"] = (workdir, loop.train_and_evaluate(config, workdir), None, None)
   return runs
 
 
@@ -245,8 +247,8 @@ def test_jit_compile_setting_resolves_as_keras_does_and_refuses_a_fallback():
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_no_layer_of_either_model_turns_xla_off(policy):
   models = [
-    emotion.build_model(emotion_config.get_config("tiny"), policy),
-    deepfake.build_model(deepfake_config.get_config("tiny"), policy, jit_compile=True),
+    emotion_model.build_model(emotion_config.get_config("tiny"), policy),
+    deepfake_model.build_model(deepfake_config.get_config("tiny"), policy, jit_compile=True),
   ]
   for model in models:
     assert [layer.name for layer in model._flatten_layers() if not layer.supports_jit] == []
@@ -254,5 +256,6 @@ def test_no_layer_of_either_model_turns_xla_off(policy):
   lstm = models[1].get_layer("lstm")
   assert lstm.use_cudnn is False
   assert (
-    deepfake.build_model(deepfake_config.get_config("tiny")).get_layer("lstm").use_cudnn == "auto"
+    deepfake_model.build_model(deepfake_config.get_config("tiny")).get_layer("lstm").use_cudnn
+    == "auto"
   )

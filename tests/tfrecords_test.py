@@ -11,8 +11,9 @@ from conftest import write_image_tree
 from common.errors import DataError
 from configs import deepfake as deepfake_config
 from configs import emotion as emotion_config
-from input_pipeline import deepfake_data, emotion_data, tfrecords
+from input_pipeline import deepfake_clips, deepfake_data, emotion_data, tfrecords
 from tools import write_tfrecords
+from training import loop
 
 NUM_CLASSES = 7
 
@@ -110,7 +111,7 @@ def test_emotion_folders_are_streamed_like_the_in_memory_reader(tmp_path, monkey
 
 
 def _deepfake_clips(videos, config, training=False):
-  dataset = deepfake_data.make_dataset(videos, config, training=training)
+  dataset = deepfake_clips.make_dataset(videos, config, training=training)
   if training:
     dataset = dataset.take(3)
   return [tuple(t.numpy() for t in batch) for batch in dataset]
@@ -144,8 +145,8 @@ def test_deepfake_shards_give_the_in_memory_clips(tmp_path):
   np.testing.assert_array_equal(got[0][0], want[0][0])
   # Training: seeded, weighted, repeating.
   weights = deepfake_data.class_weights(shards.train.labels)
-  first = deepfake_data.make_dataset(shards.train, config, training=True, weights=weights)
-  again = deepfake_data.make_dataset(shards.train, config, training=True, weights=weights)
+  first = deepfake_clips.make_dataset(shards.train, config, training=True, weights=weights)
+  again = deepfake_clips.make_dataset(shards.train, config, training=True, weights=weights)
   for a, b in zip(first.take(9), again.take(9), strict=True):  # > one pass of 15 videos
     for x, y in zip(a, b, strict=True):
       np.testing.assert_array_equal(x.numpy(), y.numpy())
@@ -233,8 +234,6 @@ def test_a_corrupt_shard_is_named_by_the_trainer(tmp_path, monkeypatch):
   """
   import keras
 
-  from training import emotion
-
   config = emotion_config.get_config("tiny")
   manifest = write_tfrecords.write_tfrecords(config, str(tmp_path / "shards"), shard_megabytes=0.01)
   bad = manifest.splits["train"].files[1]
@@ -250,4 +249,4 @@ def test_a_corrupt_shard_is_named_by_the_trainer(tmp_path, monkeypatch):
 
   monkeypatch.setattr(keras.Model, "fit", read_batches)
   with pytest.raises(DataError, match=r"shard '.*train-00001\.tfrecord' is corrupted"):
-    emotion.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))

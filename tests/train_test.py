@@ -14,10 +14,13 @@ import pytest
 from conftest import REPO_ROOT, write_image_tree
 from tensorboard.backend.event_processing import event_accumulator
 
-from common import labels
+from common import labels, model_metadata
 from configs import emotion as emotion_config
+from inference import model_io
+from inference.emotion_inference import Classifier as inference_classifier
+from keras_models import emotion as emotion_model
 from tools import write_tfrecords
-from training import callbacks, emotion, summaries
+from training import callbacks, emotion, loop, summaries
 from training.run_paths import RunPaths
 
 
@@ -34,7 +37,7 @@ def tiny_run(tmp_path_factory):
   config = tiny_config(source="folder", dir=root, validation_fraction=0.125)
   config.schedule.num_epochs = 1
   workdir = str(tmp_path_factory.mktemp("run"))
-  summary = emotion.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   return config, workdir, summary
 
 
@@ -130,6 +133,17 @@ print(json.dumps(results))
 """
 
 
+def test_class_names_travel_with_the_checkpoints_and_the_export(tiny_run):
+  """Tools label outputs with the model's own classes, read from what the run saved."""
+  config, workdir, summary = tiny_run
+  paths = RunPaths(workdir)
+  expected = {"task": "emotion", "class_names": list(config.data.class_names)}
+  for saved in (paths.best_checkpoint, paths.last_checkpoint, summary["export"]):
+    assert model_metadata.read(saved) == expected, saved
+  assert model_io.class_names(paths.best_checkpoint, ["x"]) == expected["class_names"]
+  assert inference_classifier(paths.best_checkpoint).class_names == expected["class_names"]
+
+
 def test_export_serves_in_a_fresh_process(tiny_run):
   config, workdir, _ = tiny_run
   out = subprocess.run(
@@ -177,7 +191,7 @@ def test_saved_model_cli_shows_both_signatures(tiny_run):
 def test_rerunning_a_finished_run_does_not_train_again(tiny_run, tmp_path):
   config, workdir, _ = tiny_run
   rows = callbacks.read_metrics(RunPaths(workdir).metrics)
-  summary = emotion.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   assert callbacks.read_metrics(RunPaths(workdir).metrics) == rows
   assert summary["best_epoch"] == 1
 
@@ -185,16 +199,21 @@ def test_rerunning_a_finished_run_does_not_train_again(tiny_run, tmp_path):
 def test_restore_brings_back_weights_and_optimizer_state(tiny_run):
   config, workdir, _ = tiny_run
   path = RunPaths(workdir).last_checkpoint
-  model = emotion.build_model(config)
-  emotion.compile_model(model, config, steps_per_epoch=3, policy="float32", jit_compile=False)
-  assert emotion.restore_last_checkpoint(model, path, steps_per_epoch=3) == 1
+  model = emotion_model.build_model(config)
+  task = emotion.EmotionTask(config)
+  loop.compile_model(model, task, steps_per_epoch=3, policy="float32", jit_compile=False)
+  iteration = callbacks.restore_training_state(model, path)
+  assert iteration == 3  # one epoch of 3 steps
+  loop.check_resume_point(path, iteration, steps_per_round=3, mid_round=False)
   saved = keras.saving.load_model(path)
   images = np.random.default_rng(0).integers(0, 256, (2, 20, 20, 3), dtype=np.uint8)
   np.testing.assert_array_equal(model.predict(images, verbose=0), saved.predict(images, verbose=0))
   for restored, reference in zip(model.optimizer.variables, saved.optimizer.variables, strict=True):
     np.testing.assert_array_equal(restored.numpy(), reference.numpy())
   with pytest.raises(ValueError, match="not a whole number of epochs"):
-    emotion.restore_last_checkpoint(model, path, steps_per_epoch=2)
+    loop.check_resume_point(path, iteration, steps_per_round=2, mid_round=False)
+  # Where last.keras is written between validations too, the loop finishes the round.
+  loop.check_resume_point(path, iteration, steps_per_round=2, mid_round=True)
 
 
 # Keras warns about every layer it cannot match before it raises.
@@ -204,7 +223,7 @@ def test_resuming_with_a_different_model_is_a_clear_error(tiny_run):
   config = config.copy_and_resolve_references()
   config.model.width = 8
   with pytest.raises(ValueError, match="does not match the model of this config"):
-    emotion.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
 
 
 def _train_command(workdir, *overrides):
@@ -279,7 +298,7 @@ def test_missing_explicit_data_dir_is_an_error(tmp_path):
   from common.errors import DataError
 
   with pytest.raises(DataError, match="does not exist"):
-    emotion.train_and_evaluate(
+    loop.train_and_evaluate(
       tiny_config(source="auto", dir=str(tmp_path / "absent")), str(tmp_path / "r")
     )
 

@@ -41,18 +41,16 @@ import os
 # Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
-from sklearn import metrics as sk_metrics
 
 from common import figures, io_utils
 from common.errors import DataError
-from inference import tflite
+from inference import reports, tflite
 from inference.emotion_inference import Classifier
 from input_pipeline import emotion_data
 from input_pipeline.images import resize_to_uint8
@@ -135,55 +133,6 @@ def predict_split(
   if crop_size is not None:
     probabilities = probabilities.reshape(len(split), NUM_CROPS, num_classes).mean(axis=1)
   return probabilities
-
-
-def build_report(
-  labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
-) -> dict[str, Any]:
-  """Accuracy, macro/weighted averages, per-class scores and confusion matrix."""
-  predicted = probabilities.argmax(axis=-1)
-  indices = list(range(len(class_names)))
-  report = sk_metrics.classification_report(
-    labels,
-    predicted,
-    labels=indices,
-    target_names=list(class_names),
-    output_dict=True,
-    zero_division=0,
-  )
-  macro, weighted = report["macro avg"], report["weighted avg"]
-  return {
-    "num_images": int(len(labels)),
-    "accuracy": float(sk_metrics.accuracy_score(labels, predicted)),
-    "f1_macro": float(macro["f1-score"]),
-    "precision_macro": float(macro["precision"]),
-    "recall_macro": float(macro["recall"]),
-    "f1_weighted": float(weighted["f1-score"]),
-    "per_class": {
-      name: {
-        "precision": float(report[name]["precision"]),
-        "recall": float(report[name]["recall"]),
-        "f1": float(report[name]["f1-score"]),
-        "support": int(report[name]["support"]),
-      }
-      for name in class_names
-    },
-    "confusion_matrix": sk_metrics.confusion_matrix(labels, predicted, labels=indices).tolist(),
-  }
-
-
-def classification_report_text(
-  labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
-) -> str:
-  """scikit-learn's text table of per-class precision/recall/F1/support."""
-  return sk_metrics.classification_report(
-    labels,
-    probabilities.argmax(axis=-1),
-    labels=list(range(len(class_names))),
-    target_names=list(class_names),
-    digits=4,
-    zero_division=0,
-  )
 
 
 def select_split(data: emotion_data.EmotionData, split: str) -> emotion_data.Split:
@@ -334,7 +283,7 @@ def evaluate(
   if reference_model:
     reference = Classifier(reference_model, num_threads=num_threads)
     reference_probabilities = predict_split(reference, images, len(class_names), batch_size)
-    result = build_report(true_labels, reference_probabilities, class_names)
+    result = reports.classification_report(true_labels, reference_probabilities, class_names)
     plain = predictions["plain"]
     report["reference"] = {
       "model": reference_model,
@@ -351,14 +300,14 @@ def evaluate(
   texts = []
   written = []
   for name, probabilities in predictions.items():
-    result = build_report(true_labels, probabilities, class_names)
+    result = reports.classification_report(true_labels, probabilities, class_names)
     if name == "ten_crop":
       result["resize_size"] = ten_crop_resize_size(image_size)
       result["crop_size"] = image_size
     report[name] = result
     heading = "Plain" if name == "plain" else "Ten-crop"
     texts.append(f"{heading} ({split}, {len(images)} images)\n")
-    texts.append(classification_report_text(true_labels, probabilities, class_names))
+    texts.append(reports.classification_report_text(true_labels, probabilities, class_names))
     figure_name = "confusion_matrix.png" if name == "plain" else f"confusion_matrix_{name}.png"
     figure = figures.confusion_matrix_figure(
       result["confusion_matrix"],

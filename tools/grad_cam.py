@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags, logging
 
 from common.labels import EMOTION_CLASSES
-from inference import emotion_inference, grad_cam
+from inference import emotion_inference, grad_cam, model_io
 from input_pipeline import face_detection
 from tools import face_flags
 
@@ -37,8 +37,8 @@ def _define_flags() -> None:
   flags.DEFINE_list("images", None, "Image files and/or folders of images (recursive).")
   flags.DEFINE_string("output", None, "Folder for the heat map figures.")
   flags.DEFINE_string("layer", None, "Feature map layer; default: the last conv block output.")
-  flags.DEFINE_enum(
-    "class_name", None, list(EMOTION_CLASSES), "Class explained; default: predicted."
+  flags.DEFINE_string(
+    "class_name", None, "Class explained, one of the model's own; default: predicted."
   )
   flags.DEFINE_bool("no_face_detection", False, "Take each whole image as one face crop.")
   flags.DEFINE_bool("grayscale", True, "Grayscale crops, as FER2013 is; off for colour models.")
@@ -51,6 +51,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
   model = emotion_inference.load_keras_model(values.model)
+  # The model's own classes, stored with its checkpoint (older checkpoints: the built-in list).
+  class_names = model_io.class_names(values.model, EMOTION_CLASSES)
   items = emotion_inference.expand_images(values.images)
   if not items:
     raise app.UsageError(f"No image files in --images={','.join(values.images)}.")
@@ -62,7 +64,7 @@ def main(argv: list[str]) -> None:
     model,
     detector,
     face_flags.crop_settings(),
-    EMOTION_CLASSES,
+    class_names,
     values.output,
     class_name=values.class_name,
     layer_name=values.layer,

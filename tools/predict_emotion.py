@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags, logging
 
 from common.labels import EMOTION_CLASSES
-from inference import emotion_inference, emotion_video
+from inference import emotion_inference, emotion_video, model_io
 from input_pipeline import face_detection
 from tools import face_flags
 
@@ -93,7 +93,7 @@ def _predict_videos(values: flags.FlagValues) -> None:
     classifier,
     face_detection.FaceDetector(face_flags.detector_settings()),
     face_flags.crop_settings(),
-    classifier.class_names or list(EMOTION_CLASSES),
+    model_io.class_names(classifier.path, EMOTION_CLASSES, classifier.class_names),
     values.output,
     face_flags.tracker_settings(),
     settings,
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> None:
   if not values.no_face_detection:
     detector = face_detection.FaceDetector(face_flags.detector_settings())
   crop = face_flags.crop_settings()
-  class_names = classifier.class_names or list(EMOTION_CLASSES)
+  class_names = model_io.class_names(classifier.path, EMOTION_CLASSES, classifier.class_names)
   rows = emotion_inference.predict_images(
     items,
     classifier,

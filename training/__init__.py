@@ -1,1 +1,1 @@
-"""Trainers: `train_and_evaluate(config, workdir)` for each task."""
+"""Training: the one loop, the task interface and the tasks, callbacks, metrics, distribution."""

@@ -150,6 +150,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     initial_best: the best value reached before a resume.
     every_n_iterations: save every this many optimizer iterations instead of
       at the end of each `fit` epoch (validation).
+    metadata: stored inside the checkpoint (`common.model_metadata`: the
+      task and its class names), for the tools that label outputs.
   """
 
   def __init__(
@@ -159,6 +161,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     mode: str = "max",
     initial_best: float | None = None,
     every_n_iterations: int | None = None,
+    metadata: dict[str, Any] | None = None,
   ):
     super().__init__()
     if mode not in ("max", "min"):
@@ -168,6 +171,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     self.mode = mode
     self.best = initial_best
     self.every_n_iterations = every_n_iterations
+    self.metadata = metadata
 
   def _improved(self, value: float) -> bool:
     if self.best is None:
@@ -176,7 +180,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
   def _save(self) -> None:
     iteration = current_iteration(self.model)
-    io_utils.save_model(self.model, self.path.format(iteration=iteration))
+    io_utils.save_model(self.model, self.path.format(iteration=iteration), self.metadata)
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
     if self.every_n_iterations and current_iteration(self.model) % self.every_n_iterations == 0:

@@ -125,3 +125,14 @@ class OneVsRestRocAuc(keras.metrics.AUC):
     positives, negatives = (tp + fn)[0], (fp + tn)[0]
     defined = ops.cast(ops.logical_and(positives > 0, negatives > 0), "float32")
     return ops.divide_no_nan(ops.sum(by_class * defined), ops.sum(defined))
+
+
+def classification_metrics(num_classes: int) -> list[keras.metrics.Metric]:
+  """The compiled metrics of both tasks, the columns of metrics.csv: accuracy, ROC-AUC
+  (one-vs-rest macro), support-weighted precision and F1."""
+  return [
+    keras.metrics.CategoricalAccuracy(name="accuracy"),
+    OneVsRestRocAuc(num_classes, name="roc_auc"),
+    WeightedPrecision(num_classes, name="precision"),
+    WeightedF1(num_classes, name="f1"),
+  ]

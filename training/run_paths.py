@@ -1,4 +1,10 @@
-"""Where a run writes its outputs: the one place that names them."""
+"""Where a run writes its outputs: the one place that names them.
+
+A `RunPaths` is rooted at the directory this process writes: the run
+directory for the chief (and a single-process run), `DIR/workers/<task>/` for
+the other workers of a multi-worker run (`distribution.output_dir`), so no
+two processes ever write the same file, temporary names included.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,11 @@ class RunPaths:
     return self._path("checkpoints", "last.keras")
 
   @property
+  def validation_checkpoint(self) -> str:
+    """The checkpoint kept at each validation; `{iteration}` is filled in when saving."""
+    return self._path("checkpoints", "it{iteration:06d}.keras")
+
+  @property
   def tensorboard(self) -> str:
     return self._path("tensorboard")
 
@@ -39,6 +50,15 @@ class RunPaths:
   def tensorboard_images(self) -> str:
     """The config text, augmented samples and validation figures (a TensorBoard run)."""
     return self._path("tensorboard", "images")
+
+  @property
+  def tensorboard_attention(self) -> str:
+    """The deepfake attention snapshots (a TensorBoard run)."""
+    return self._path("tensorboard", "attention")
+
+  def attention_png(self, iteration: int) -> str:
+    """The deepfake attention snapshot of the validation at `iteration`."""
+    return self._path("attention", f"it{iteration:06d}.png")
 
   @property
   def test_report(self) -> str:

@@ -1,0 +1,221 @@
+"""The one training loop: runs any `Task` through `model.fit` (big_vision's single train.py).
+
+Outputs under the working directory, named in `run_paths.RunPaths`:
+config.json, metrics.csv (a row per validation), checkpoints/best.keras (the
+task's monitored quantity), checkpoints/last.keras (every
+`schedule.log_every_steps` steps, or at each validation), tensorboard/,
+test_report.json (when the data have a test split), export/<version>/, and
+what a task's own callbacks write (deepfake: checkpoints/it*.keras,
+attention/).
+
+Cadence is counted in optimizer steps: a `model.fit` epoch is one round of
+`steps_per_round` steps ending in a validation (an epoch of the training data
+for emotion, `validation_interval` steps for deepfake). Rerunning the same
+command resumes from `checkpoints/last.keras` (weights, optimizer state and its
+step counter, so the learning-rate schedule continues too); a run stopped
+inside a round first finishes that round, so validations stay on the cadence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import keras
+import ml_collections
+from absl import logging
+
+from common import io_utils, model_metadata
+from inference import model_io
+from training import callbacks as callbacks_lib
+from training import distribution, runtime, summaries
+from training.run_paths import RunPaths
+from training.task import Task, TrainingData
+
+TASKS = ("emotion", "deepfake")
+
+
+def make_task(config: ml_collections.ConfigDict) -> Task:
+  """The task named by `config.task`."""
+  if config.task == "emotion":
+    from training.emotion import EmotionTask
+
+    return EmotionTask(config)
+  if config.task == "deepfake":
+    from training.deepfake import DeepfakeTask
+
+    return DeepfakeTask(config)
+  raise ValueError(f"config.task={config.task!r}; expected one of {list(TASKS)}.")
+
+
+def compile_model(
+  model: keras.Model, task: Task, steps_per_epoch: float, policy: str, jit_compile: bool
+) -> None:
+  """Compiles `model` with the task's optimizer, loss and metrics."""
+  runtime.compile_model(
+    model,
+    jit_compile,
+    optimizer=runtime.wrap_optimizer_for_policy(task.optimizer(steps_per_epoch), policy),
+    loss=task.loss(),
+    metrics=task.metrics(),
+    steps_per_execution=task.config.training.steps_per_execution,
+  )
+
+
+def check_resume_point(path: str, iteration: int, steps_per_round: int, mid_round: bool) -> None:
+  """Refuses a checkpoint off the cadence when checkpoints are only written at validations.
+
+  Then a step count that is not a whole number of rounds means the batch size
+  or the data changed since the checkpoint: the rounds would not line up.
+  """
+  if iteration % steps_per_round and not mid_round:
+    raise ValueError(
+      f"Cannot resume from {path}: it was saved after {iteration} steps, not a whole "
+      f"number of epochs (validation rounds) of {steps_per_round} steps; the batch size "
+      "or data changed since. Use a new --workdir for a new configuration."
+    )
+
+
+def _callbacks(
+  task: Task, model: keras.Model, data: TrainingData, paths: RunPaths, history: list
+) -> list[keras.callbacks.Callback]:
+  config = task.config
+  log_every = config.schedule.log_every_steps
+  control, drawing = task.callbacks(model, paths, history)
+  metadata = model_metadata.describe(config.task, task.class_names)
+  checkpoints = [
+    callbacks_lib.AtomicModelCheckpoint(
+      paths.best_checkpoint,
+      monitor=task.monitor,
+      mode=task.monitor_mode,
+      initial_best=callbacks_lib.best_value(history, task.monitor, task.monitor_mode),
+      metadata=metadata,
+    )
+  ]
+  if task.keep_validation_checkpoints:
+    checkpoints.append(
+      callbacks_lib.AtomicModelCheckpoint(paths.validation_checkpoint, metadata=metadata)
+    )
+  checkpoints.append(
+    callbacks_lib.AtomicModelCheckpoint(
+      paths.last_checkpoint, every_n_iterations=log_every or None, metadata=metadata
+    )
+  )
+  samples = task.samples(model)
+  return [
+    callbacks_lib.StopOnNonFiniteLoss(),
+    callbacks_lib.StopAtIteration(data.max_steps),
+    callbacks_lib.MetricsCsvLogger(paths.metrics, history, task.epoch_of_iteration),
+    *control,
+    *checkpoints,
+    *drawing,
+    keras.callbacks.TensorBoard(paths.tensorboard, update_freq=log_every or "epoch"),
+    summaries.AugmentedSamples(
+      paths.tensorboard_images, samples.inputs, samples.augment, columns=samples.columns
+    ),
+    summaries.ValidationFigures(
+      paths.tensorboard_images, task.class_names, positive_class=task.positive_class
+    ),
+  ]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config.task`, evaluates the best checkpoint on the test split and exports it.
+
+  Returns:
+    The run summary: the task's figures (best validation value and where it
+    was reached), replicas, dtype policy, XLA, the test report (None without
+    a test split) and the export path (None when export is off).
+  """
+  task = make_task(config)
+  run = runtime.start_run(config, workdir)
+  paths = run.paths
+  data = task.load_data(run.strategy)
+
+  policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
+  jit_compile = runtime.resolve_jit_compile(
+    config.training.jit_compile, run.strategy, config.training.deterministic
+  )
+  with run.scope():
+    model = task.build_model(policy, jit_compile)
+    runtime.prepare_model_for_strategy(model, run.strategy)
+    compile_model(model, task, data.steps_per_epoch, policy, jit_compile)
+    iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
+  round_steps = data.steps_per_round
+  check_resume_point(
+    run.resume.last_checkpoint, iteration, round_steps, bool(config.schedule.log_every_steps)
+  )
+  if iteration:
+    logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
+  history = callbacks_lib.rows_up_to(run.resume.metrics, iteration)
+  with task.reading_errors():
+    callbacks = _callbacks(task, model, data, paths, history)
+  logging.info(
+    "Training %s (%s, XLA %s, %d parameters) from step %d to %d, validating every %d steps.",
+    model.name,
+    policy,
+    "on" if jit_compile else "off",
+    model.count_params(),
+    iteration,
+    data.max_steps,
+    round_steps,
+  )
+
+  def fit(**kwargs: Any) -> None:
+    with task.reading_errors():
+      model.fit(  # The one call of `model.fit` in the product.
+        data.train,
+        validation_data=data.validation,
+        verbose=runtime.resolve_verbose(config.logging.verbose),
+        callbacks=callbacks,
+        shuffle=False,  # The datasets shuffle themselves.
+        **kwargs,
+      )
+
+  finished = iteration >= data.max_steps or task.finished(model)
+  done_in_round = iteration % round_steps
+  if not finished and done_in_round:
+    # Finish the interrupted round so that validations stay on the cadence.
+    fit(steps_per_epoch=round_steps - done_in_round, epochs=1)
+    iteration = callbacks_lib.current_iteration(model)
+    finished = model.stop_training or iteration >= data.max_steps
+  if not finished:
+    fit(
+      steps_per_epoch=round_steps if data.repeats else None,
+      initial_epoch=iteration // round_steps,
+      epochs=math.ceil(data.max_steps / round_steps),
+    )
+  return _finish(task, run, paths, model, policy)
+
+
+def _finish(
+  task: Task, run: runtime.Run, paths: RunPaths, model: keras.Model, policy: str
+) -> dict[str, Any]:
+  """Test report, export and HParams summary of the best checkpoint."""
+  config = task.config
+  rows = callbacks_lib.read_metrics(paths.metrics)
+  pick = max if task.monitor_mode == "max" else min
+  best_row = pick(rows, key=lambda r: float(r[task.monitor]))
+  best = model_io.load_checkpoint(paths.best_checkpoint)
+  test = task.evaluate_test(best, paths.best_checkpoint)
+  task_summary, final_metrics = task.summarize(rows, best_row, test)
+  summary: dict[str, Any] = {
+    **task_summary,
+    "replicas": run.strategy.num_replicas_in_sync,
+    "dtype_policy": policy,
+    "jit_compile": bool(model.jit_compile),  # What Keras compiled the train step with.
+    "test": test,
+    "export": None,
+  }
+  if test is not None:
+    io_utils.write_json(paths.test_report, test)
+  if distribution.is_chief(run.strategy):  # One HParams row per run, not per worker.
+    summaries.write_hparams(
+      paths.tensorboard, config, final_metrics, step=int(rows[-1]["iteration"])
+    )
+  if config.export.enabled:
+    summary["export"] = task.export(best, paths.export(config.export.version))
+    logging.info("Exported the SavedModel to %s.", summary["export"])
+  logging.info("Summary: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))
+  return summary
