@@ -1,4 +1,4 @@
-"""tools.evaluate_emotion: ten-crop, reports, and checkpoint vs export evaluation."""
+"""Emotion evaluation (inference.emotion_evaluation): ten-crop, reports, checkpoint vs export."""
 
 import json
 import os
@@ -10,22 +10,21 @@ import tensorflow as tf
 from common import figures
 from common.errors import DataError
 from configs import emotion as emotion_config
-from inference import emotion_inference, reports
+from inference import emotion_evaluation, emotion_inference, reports
 from input_pipeline import emotion_data
 from input_pipeline.fer2013 import LabelledImages
-from tools import evaluate_emotion
 
 
 @pytest.fixture(scope="module")
 def checkpoint_report(tiny_model, tmp_path_factory):
   config, checkpoint, _ = tiny_model
   output = str(tmp_path_factory.mktemp("eval"))
-  return evaluate_emotion.evaluate(checkpoint, config, output, "test", use_ten_crop=True), output
+  return emotion_evaluation.evaluate(checkpoint, config, output, "test", use_ten_crop=True), output
 
 
 def test_ten_crop_cuts_corners_centre_and_their_mirrors():
   images = np.arange(2 * 5 * 6 * 2, dtype=np.uint8).reshape(2, 5, 6, 2)
-  crops = evaluate_emotion.ten_crop(tf.constant(images), 3).numpy()
+  crops = emotion_evaluation.ten_crop(tf.constant(images), 3).numpy()
   assert crops.shape == (2, 10, 3, 3, 2) and crops.dtype == np.uint8
   expected = [
     images[:, 0:3, 0:3],  # top-left
@@ -41,14 +40,14 @@ def test_ten_crop_cuts_corners_centre_and_their_mirrors():
 
 def test_ten_crop_rejects_images_smaller_than_the_crop():
   with pytest.raises(ValueError, match="smaller than the crop size 8"):
-    evaluate_emotion.ten_crop(tf.zeros((1, 6, 9, 3), tf.uint8), 8)
+    emotion_evaluation.ten_crop(tf.zeros((1, 6, 9, 3), tf.uint8), 8)
 
 
 def test_resize_and_ten_crop_keeps_uint8_and_flattens_the_crops():
-  assert evaluate_emotion.ten_crop_resize_size(224) == 256
-  assert evaluate_emotion.ten_crop_resize_size(48) == 55
+  assert emotion_evaluation.ten_crop_resize_size(224) == 256
+  assert emotion_evaluation.ten_crop_resize_size(48) == 55
   images = tf.fill((3, 24, 24, 3), tf.constant(77, tf.uint8))
-  crops = evaluate_emotion.resize_and_ten_crop(images, 16)
+  crops = emotion_evaluation.resize_and_ten_crop(images, 16)
   assert crops.shape == (30, 16, 16, 3) and crops.dtype == tf.uint8
   assert np.all(crops.numpy() == 77)
 
@@ -96,17 +95,17 @@ def test_plain_predictions_are_the_models(tiny_model):
     np.random.default_rng(0).integers(0, 256, (5, 24, 24, 1), dtype=np.uint8), np.zeros(5, int)
   )
   classifier = emotion_inference.Classifier(checkpoint)
-  probabilities = evaluate_emotion.predict_split(classifier, split, 7, batch_size=2)
+  probabilities = emotion_evaluation.predict_split(classifier, split, 7, batch_size=2)
   direct = classifier.model.predict(np.repeat(split.images, 3, axis=-1), verbose=0)
   np.testing.assert_allclose(probabilities, direct, rtol=1e-5, atol=1e-6)
-  ten_crop = evaluate_emotion.predict_split(classifier, split, 7, batch_size=2, crop_size=16)
+  ten_crop = emotion_evaluation.predict_split(classifier, split, 7, batch_size=2, crop_size=16)
   assert ten_crop.shape == (5, 7)
   np.testing.assert_allclose(ten_crop.sum(axis=-1), 1.0, rtol=1e-5)
 
 
 def test_export_gives_the_checkpoints_results(tiny_model, checkpoint_report, tmp_path):
   config, _, export = tiny_model
-  report = evaluate_emotion.evaluate(export, config, str(tmp_path), "test", use_ten_crop=True)
+  report = emotion_evaluation.evaluate(export, config, str(tmp_path), "test", use_ten_crop=True)
   assert report["model_format"] == "saved_model"
   for name in ("plain", "ten_crop"):
     assert report[name]["accuracy"] == checkpoint_report[0][name]["accuracy"]
@@ -115,7 +114,7 @@ def test_export_gives_the_checkpoints_results(tiny_model, checkpoint_report, tmp
 
 def test_validation_split_without_ten_crop(tiny_model, tmp_path):
   config, checkpoint, _ = tiny_model
-  report = evaluate_emotion.evaluate(checkpoint, config, str(tmp_path), "validation")
+  report = emotion_evaluation.evaluate(checkpoint, config, str(tmp_path), "validation")
   assert report["ten_crop"] is None
   assert report["num_images"] == config.data.synthetic.num_validation
   assert not (tmp_path / "confusion_matrix_ten_crop.png").exists()
@@ -130,7 +129,7 @@ def test_bad_model_paths_and_configs_are_clear_errors(tiny_model, tmp_path):
   wrong = emotion_config.get_config("tiny")
   wrong.data.image_size = 20
   with pytest.raises(ValueError, match="resizes images to 16, but config.data.image_size is 20"):
-    evaluate_emotion.evaluate(checkpoint, wrong, str(tmp_path / "out"))
+    emotion_evaluation.evaluate(checkpoint, wrong, str(tmp_path / "out"))
   assert not (tmp_path / "out").exists()
 
 
@@ -138,5 +137,5 @@ def test_a_missing_split_is_a_data_error():
   images = LabelledImages(np.zeros((1, 4, 4, 1), np.uint8), np.zeros(1, int))
   data = emotion_data.EmotionData(images, images, None, "FER2013 CSV /data/fer2013.csv")
   with pytest.raises(DataError, match="/data/fer2013.csv has no test split"):
-    evaluate_emotion.select_split(data, "test")
-  assert evaluate_emotion.select_split(data, "validation") is images
+    emotion_evaluation.select_split(data, "test")
+  assert emotion_evaluation.select_split(data, "validation") is images

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inference import emotion_inference, tflite
+from inference import emotion_evaluation, emotion_inference, tflite
 from input_pipeline import emotion_data
 from input_pipeline.images import resize_to_uint8
-from tools import evaluate_emotion
 
 # (max, mean) |TFLite - SavedModel| probability allowed per variant, on the
 # tiny config's own test faces. The tiny model is untrained (random weights,
@@ -100,7 +99,7 @@ def test_every_format_gives_the_same_report_keys(tiny_model, exported, tmp_path)
   config = tiny_model[0].copy_and_resolve_references()
   config.data.synthetic.image_size = config.data.image_size
   reports = {
-    name: evaluate_emotion.evaluate(path, config, str(tmp_path / name), "test")
+    name: emotion_evaluation.evaluate(path, config, str(tmp_path / name), "test")
     for name, path in (
       ("keras", checkpoint),
       ("saved_model", export),
@@ -168,7 +167,7 @@ def test_bad_exports_and_wrong_tflite_files_are_clear_errors(tiny_model, exporte
   wrong = config.copy_and_resolve_references()
   wrong.data.class_names = list(reversed(config.data.class_names))
   with pytest.raises(ValueError, match="was exported for the classes"):
-    evaluate_emotion.evaluate(exported["none"][0], wrong, str(tmp_path / "eval"))
+    emotion_evaluation.evaluate(exported["none"][0], wrong, str(tmp_path / "eval"))
 
 
 def test_predict_images_through_a_tflite_model(tiny_model, exported, tmp_path):
