@@ -26,6 +26,23 @@ Variants (`configs/emotion.py:<variant>`):
     end to end (the machine's speed varies; 3 min 32 s on the last run), 98.7%
     best validation accuracy, 99.3% test accuracy:
       python train_main.py --config=configs/emotion.py:quick
+  fer2013_cpu: real FER2013 on a CPU: 48x48 (no upsampling), a half-width
+    ResNet18 (width 32, stem max-pool), batch 64, 30 epochs, mixed_bfloat16,
+    lighter augmentation (rotation 10, erasing 0.1, no saturation/hue/grayscale
+    on grayscale faces), dropout 0.1, 5% of train for validation:
+      python train_main.py --config=configs/emotion.py:fer2013_cpu \
+          --config.data.dir=/path/to/fer2013
+      python -m tools.evaluate_emotion --ten_crop \
+          --model=runs/emotion_fer2013_cpu/export/1 \
+          --config=configs/emotion.py:fer2013_cpu --config.data.dir=/path/to/fer2013 \
+          --output=runs/emotion_fer2013_cpu/eval
+    Measured once on a 2-core CPU (Kaggle folders, PublicTest, best checkpoint
+    = last epoch): 63.0% plain, 65.3% ten-crop; per-class F1 plain angry 0.54,
+    disgust 0.41, fear 0.44, happy 0.85, neutral 0.58, sad 0.50, surprise 0.76
+    (macro 0.58); validation 66.2%, training 73.4%. Wall time 78 min, but the
+    machine was shared with a test suite for most of the run; the epochs that
+    ran alone took 100-131 s, i.e. about 55 min for 30 epochs. Short of the
+    goal (64% plain, 66% ten-crop in an hour): not yet reached.
   tiny: a seconds-long smoke run for tests (16x16, width 4, 2 epochs).
 """
 
@@ -109,21 +126,31 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.schedule.batch_size = 64
     config.schedule.warmup_epochs = 1.0
   elif variant == "fer2013_cpu":
+    # Sized for 2 CPU cores and an hour: 48x48 (no upsampling), a ResNet18 of
+    # half width with the stem pool, and lighter augmentation and dropout
+    # than the full recipe, because this short schedule underfits (at batch
+    # 128, 22 epochs, rotation 20, erasing 0.25, dropout 0.2: training
+    # accuracy 63.9%, validation 62.3%, PublicTest 61.2% plain).
     config.name = "emotion_fer2013_cpu"
     config.data.image_size = 48  # FER2013's own size: no upsampling.
     config.data.validation_fraction = 0.05  # More faces to train on.
-    # Grayscale faces: saturation, hue and the grayscale switch do nothing.
+    # Grayscale faces: saturation, hue and the grayscale switch change nothing.
     config.augment.color_jitter = (0.2, 0.2, 0.0, 0.0)
     config.augment.grayscale_probability = 0.0
+    config.augment.rotation_degrees = 10.0
+    config.augment.erasing_probability = 0.1
     config.model.width = 32
     config.model.head_units = 256
-    config.model.dropout = 0.2
+    config.model.dropout = 0.1
     config.model.stem_pool = True
     config.optimizer.learning_rate = 2e-3
-    config.schedule.num_epochs = 22
-    config.schedule.batch_size = 128
+    config.schedule.num_epochs = 30
+    # Batch 64 trains faster per image than 128 on this CPU (about 100 s per
+    # epoch against 135-150 s) and takes twice the steps.
+    config.schedule.batch_size = 64
     config.schedule.warmup_epochs = 1.0
-    # bfloat16 matrix units (AVX512-BF16/AMX) make it ~1.2x faster here.
+    # bfloat16 matrix units (AVX512-BF16/AMX) make the step ~1.2x faster on
+    # this CPU; on a CPU without them use --config.training.mixed_precision=float32.
     config.training.mixed_precision = "mixed_bfloat16"
   elif variant == "tiny":
     config.name = "emotion_tiny"

@@ -50,3 +50,16 @@ def _fields(config, prefix=""):
       yield from _fields(value, f"{prefix}{key}.")
     else:
       yield prefix + key
+
+
+def test_the_fer2013_cpu_preset_builds_its_half_width_resnet18():
+  """The preset's model: 48x48 input, width 32 with the stem pool (2,868,455 weights)."""
+  import keras
+
+  from keras_models import emotion as emotion_model
+
+  config = emotion.get_config("fer2013_cpu")
+  model = emotion_model.build_model(config, config.training.mixed_precision)
+  assert model.count_params() == 2_868_455
+  outputs = model(keras.ops.zeros((2, 48, 48, 3), "uint8"), training=False)
+  assert tuple(outputs.shape) == (2, 7) and outputs.dtype == "float32"
