@@ -194,7 +194,7 @@ class ImagePreprocessor(keras.layers.Layer):
       seed=sub_seed(1),
       dtype="float32",
     )
-    self.flip = keras.layers.RandomFlip("horizontal", seed=sub_seed(2))
+    self.flip = keras.layers.RandomFlip("horizontal", seed=sub_seed(2), dtype="float32")
     brightness, contrast, saturation, hue = self.color_jitter
     self.jitter = keras.layers.RandomColorJitter(
       value_range=(0, 255),
@@ -203,8 +203,11 @@ class ImagePreprocessor(keras.layers.Layer):
       saturation_factor=saturation or None,
       hue_factor=hue or None,
       seed=sub_seed(3),
+      dtype="float32",
     )
-    self.grayscale = keras.layers.RandomGrayscale(grayscale_probability, seed=sub_seed(4))
+    self.grayscale = keras.layers.RandomGrayscale(
+      grayscale_probability, seed=sub_seed(4), dtype="float32"
+    )
     self.rotation = RandomRotation(rotation_degrees, seed=sub_seed(5), dtype="float32")
     # Keras samples the erasing probability from U(factor); a (p, p) range
     # makes it exactly p, as in torchvision. Erased pixels become 0, the
@@ -214,6 +217,7 @@ class ImagePreprocessor(keras.layers.Layer):
       scale=self.erasing_area,
       fill_value=0.0,
       seed=sub_seed(6),
+      dtype="float32",
     )
 
   def _apply_with_probability(self, layer: keras.layers.Layer, images: Any, p: float) -> Any:

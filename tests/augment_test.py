@@ -68,6 +68,28 @@ def test_each_augmentation_can_be_switched_off():
   np.testing.assert_allclose(train, infer, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+  "last",
+  [
+    dict(horizontal_flip=True),
+    dict(color_jitter=(0.2, 0.2, 0.0, 0.0), color_jitter_probability=1.0),
+    dict(grayscale_probability=0.5),
+    dict(erasing_probability=0.5),
+  ],
+)
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_every_augmentation_runs_in_float32_under_a_mixed_policy(policy, last):
+  # Each stock Keras augmentation, even the last one switched on, keeps the
+  # pixels in float32 under a global mixed policy.
+  keras.mixed_precision.set_global_policy(policy)
+  try:
+    layer = _only(**last)
+    out = layer(_batch(3, size=16), training=True)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert out.dtype == "float32"
+
+
 def test_random_resized_crop_samples_per_image_crops():
   images = np.repeat(np.arange(32, dtype=np.float32)[None, None, :, None], 32, axis=1)
   images = np.repeat(images, 64, axis=0)  # a horizontal ramp, 64 copies
