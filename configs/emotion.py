@@ -46,6 +46,8 @@ Variants (`configs/emotion.py:<variant>`):
   tiny: a seconds-long smoke run for tests (16x16, width 4, 2 epochs).
 """
 
+import math
+
 import ml_collections
 
 from common import data_locations, labels
@@ -67,6 +69,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.class_names = list(labels.EMOTION_CLASSES)  # Output order.
   config.data.image_size = 96  # Model input side; images are resized to it.
   config.data.validation_fraction = 0.1  # Carved from train if no val split.
+  # Side fraction of the centre crop that evaluation, prediction and serving
+  # resize to image_size (1: the whole image, as the PyTorch recipe does).
+  config.data.eval_crop_fraction = 1.0
   # Records in the training shuffle buffer when streaming TFRecord shards
   # (in memory, the shuffle spans the whole split).
   config.data.shuffle_buffer = 10_000
@@ -139,12 +144,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.augment.grayscale_probability = 0.0
     config.augment.rotation_degrees = 10.0
     config.augment.erasing_probability = 0.1
+    # Evaluate faces at the scale training shows them (crops of mean area
+    # 0.9 zoom in by 1/sqrt(0.9)): measured on PublicTest with an earlier
+    # model of this preset, 63.0% -> 65.4% plain.
+    config.data.eval_crop_fraction = math.sqrt(sum(config.augment.crop_area) / 2)
     config.model.width = 32
     config.model.head_units = 256
     config.model.dropout = 0.1
     config.model.stem_pool = True
     config.optimizer.learning_rate = 2e-3
-    config.schedule.num_epochs = 30
+    config.schedule.num_epochs = 32
     # Batch 64 trains faster per image than 128 on this CPU (about 100 s per
     # epoch against 135-150 s) and takes twice the steps.
     config.schedule.batch_size = 64

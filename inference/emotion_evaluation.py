@@ -66,13 +66,24 @@ def ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
   return tf.ensure_shape(stacked, [None, NUM_CROPS, crop_size, crop_size, images.shape[-1]])
 
 
-def resize_and_ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
+def ten_crop_fraction(eval_crop_fraction: float) -> float:
+  """Crop side / resized side for a model that centre-crops `eval_crop_fraction` itself.
+
+  The model crops every ten-crop view again, so the views are cut larger to
+  cover the conventional 87.5% of the image in the end.
+  """
+  return min(CROP_FRACTION / eval_crop_fraction, 1.0)
+
+
+def resize_and_ten_crop(
+  images: tf.Tensor, crop_size: int, crop_fraction: float = CROP_FRACTION
+) -> tf.Tensor:
   """uint8 `[b, h, w, c]` -> uint8 `[b * 10, crop, crop, c]`, ten crops per image in a row.
 
   The resize is the model's own (bilinear with antialiasing, as its Resizing
   layer), rounded back to uint8 so the crops enter the model as images do.
   """
-  size = ten_crop_resize_size(crop_size)
+  size = ten_crop_resize_size(crop_size, crop_fraction)
   resized = tf.image.resize(tf.cast(images, tf.float32), (size, size), antialias=True)
   resized = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
   crops = ten_crop(resized, crop_size)
@@ -85,12 +96,13 @@ def predict_split(
   num_classes: int,
   batch_size: int,
   crop_size: int | None = None,
+  crop_fraction: float = CROP_FRACTION,
 ) -> np.ndarray:
   """Class probabilities `[n, num_classes]` of `split`; ten-crop averaged if `crop_size`."""
   dataset = emotion_data.make_dataset(split, batch_size, num_classes, training=False, seed=0)
   dataset = dataset.map(lambda images, _: images)
   if crop_size is not None:
-    dataset = dataset.map(lambda images: resize_and_ten_crop(images, crop_size))
+    dataset = dataset.map(lambda images: resize_and_ten_crop(images, crop_size, crop_fraction))
   probabilities = classifier.predict(dataset)
   if probabilities.ndim != 2 or probabilities.shape[1] != num_classes:
     raise ValueError(
@@ -226,10 +238,11 @@ def evaluate(
   data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
   images = select_split(data, split)
   batch_size = config.schedule.batch_size
+  crop_fraction = ten_crop_fraction(config.data.eval_crop_fraction)
   predictions = {"plain": predict_split(classifier, images, len(class_names), batch_size)}
   if use_ten_crop:
     predictions["ten_crop"] = predict_split(
-      classifier, images, len(class_names), batch_size, crop_size=image_size
+      classifier, images, len(class_names), batch_size, image_size, crop_fraction
     )
 
   sample = first_image(images, image_size, len(class_names))
@@ -269,7 +282,7 @@ def evaluate(
   for name, probabilities in predictions.items():
     result = reports.classification_report(true_labels, probabilities, class_names)
     if name == "ten_crop":
-      result["resize_size"] = ten_crop_resize_size(image_size)
+      result["resize_size"] = ten_crop_resize_size(image_size, crop_fraction)
       result["crop_size"] = image_size
     report[name] = result
     heading = "Plain" if name == "plain" else "Ten-crop"

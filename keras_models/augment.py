@@ -152,6 +152,12 @@ class ImagePreprocessor(keras.layers.Layer):
   Input: uint8 or float `[batch, height, width, 1 or 3]` images with values in
   0-255, of any height and width. Output: float32 `[batch, image_size,
   image_size, 3]`, ImageNet-normalised.
+
+  Without `training`, the central `eval_crop_fraction` of each side is resized
+  to `image_size` (1: the whole image). Random resized crops of area A zoom in
+  by 1/sqrt(A) on average, so a centre crop of sqrt(mean A) shows faces at
+  the size training saw them (Touvron et al., "Fixing the train-test
+  resolution discrepancy", 2019).
   """
 
   def __init__(
@@ -166,6 +172,7 @@ class ImagePreprocessor(keras.layers.Layer):
     rotation_degrees: float = 20.0,
     erasing_probability: float = 0.25,
     erasing_area: tuple[float, float] = (0.02, 0.33),
+    eval_crop_fraction: float = 1.0,
     seed: int | None = None,
     **kwargs: Any,
   ):
@@ -181,6 +188,7 @@ class ImagePreprocessor(keras.layers.Layer):
     self.rotation_degrees = rotation_degrees
     self.erasing_probability = erasing_probability
     self.erasing_area = tuple(erasing_area)
+    self.eval_crop_fraction = eval_crop_fraction
     self.seed = seed
     self._seed_generator = keras.random.SeedGenerator(seed)
 
@@ -241,7 +249,7 @@ class ImagePreprocessor(keras.layers.Layer):
   def call(self, images: Any, training: bool | None = None) -> Any:
     images = to_rgb_float(images)
     if not training:
-      return normalize(resampling.resize(images, self.image_size))
+      return normalize(self._centre_crop(images))
     images = self.random_resized_crop(images, training=True)
     if self.horizontal_flip:
       images = self.flip(images, training=True)
@@ -255,6 +263,16 @@ class ImagePreprocessor(keras.layers.Layer):
     if self.erasing_probability > 0:
       images = self.erasing(images, training=True)
     return images
+
+  def _centre_crop(self, images: Any) -> Any:
+    """The central `eval_crop_fraction` of each side, resized to `image_size`."""
+    fraction = self.eval_crop_fraction
+    if fraction >= 1:
+      return resampling.resize(images, self.image_size)
+    margin = (1.0 - fraction) / 2
+    box = ops.convert_to_tensor([[margin, margin, fraction, fraction]], "float32")
+    boxes = ops.tile(box, (ops.shape(images)[0], 1))
+    return resampling.crop_and_resize(images, boxes, self.image_size)
 
   def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
     return (input_shape[0], self.image_size, self.image_size, 3)
@@ -272,6 +290,7 @@ class ImagePreprocessor(keras.layers.Layer):
       rotation_degrees=self.rotation_degrees,
       erasing_probability=self.erasing_probability,
       erasing_area=self.erasing_area,
+      eval_crop_fraction=self.eval_crop_fraction,
       seed=self.seed,
     )
     return config

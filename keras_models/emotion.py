@@ -23,6 +23,7 @@ def build_preprocessor(config: ml_collections.ConfigDict) -> ImagePreprocessor:
     rotation_degrees=augment.rotation_degrees,
     erasing_probability=augment.erasing_probability,
     erasing_area=augment.erasing_area,
+    eval_crop_fraction=config.data.eval_crop_fraction,
     name="preprocess",
   )
 

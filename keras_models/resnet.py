@@ -19,6 +19,8 @@ from typing import Any
 
 import keras
 
+from keras_models.batch_norm import FusedBatchNormalization
+
 # PyTorch's BatchNorm defaults: eps=1e-5, momentum=0.1 (Keras counts momentum
 # the other way round).
 _BN_EPSILON = 1e-5
@@ -49,7 +51,7 @@ def _conv(x: Any, filters: int, kernel_size: int, strides: int, name: str, dtype
 
 
 def _batch_norm(x: Any, name: str, dtype: Any, zero_init: bool = False) -> Any:
-  return keras.layers.BatchNormalization(
+  return FusedBatchNormalization(
     epsilon=_BN_EPSILON,
     momentum=_BN_MOMENTUM,
     gamma_initializer="zeros" if zero_init else "ones",
