@@ -28,6 +28,7 @@ import keras
 import ml_collections
 from keras import ops
 
+from keras_models.batch_norm import fuse_batch_norms
 from keras_models.clip_augment import ClipAugmenter
 
 FEATURE_DIM = 1280  # EfficientNetB0's last feature map depth
@@ -152,6 +153,7 @@ def build_frame_encoder(
     backbone = keras.applications.EfficientNetB0(
       include_top=False, weights=weights, input_shape=(frame_size, frame_size, 3)
     )
+    backbone = fuse_batch_norms(backbone)
   if batch_norm_momentum is not None:
     for layer in backbone.layers:
       if isinstance(layer, keras.layers.BatchNormalization):
