@@ -39,6 +39,10 @@ class OutputError(UserError):
   """An output cannot be written or replaced safely (it holds something else)."""
 
 
+class OutputExistsError(OutputError, FileExistsError):
+  """The output exists (a previous output of the same command) and --overwrite was not given."""
+
+
 class ResumeError(UserError, ValueError):
   """The workdir holds a run that this command cannot resume as asked."""
 
@@ -86,6 +90,8 @@ def is_user_error(error: BaseException) -> bool:
     return True
   if isinstance(error, OSError) and _CONFIG_LOAD_FAILURE in str(error):
     return True
+  if isinstance(error, FileNotFoundError | FileExistsError | NotADirectoryError | PermissionError):
+    return True  # A path the user gave (the project raises these naming the flag).
   return isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS
 
 

@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
 
+from common import errors
 from inference import emotion_evaluation
 
 
@@ -63,7 +64,7 @@ def _define_flags() -> None:
     "A model to compare with on the same images (default for a .tflite: its run's "
     "SavedModel; '' for none).",
   )
-  flags.DEFINE_integer("num_threads", 1, "CPU threads of the TFLite interpreter.")
+  flags.DEFINE_integer("num_threads", 1, "CPU threads of the TFLite interpreter.", lower_bound=1)
   flags.DEFINE_enum(
     "split", "test", list(emotion_evaluation.SPLITS), "Split of the config's data to evaluate."
   )
@@ -89,4 +90,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

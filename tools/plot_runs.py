@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from common import figures
+from common import errors, figures
 from common.errors import DataError
 
 METRICS_FILE = "metrics.csv"  # As `training.run_paths.RunPaths.metrics` names it.
@@ -209,4 +209,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)
