@@ -274,6 +274,22 @@ def _prepare_faces_output(output_of):
   return setup
 
 
+def _report_output(output_of):
+  """predict_emotion, grad_cam, score_videos, evaluate_* check their --output so."""
+
+  def setup(tmp):
+    from common import outputs
+
+    images = os.path.join(tmp, "photos")
+    os.makedirs(images)
+    with open(os.path.join(images, "a.jpg"), "wb") as file:
+      file.write(b"photo")
+    output = output_of(tmp, images)
+    return (lambda: outputs.check_not_input(output, [images])), tmp
+
+  return setup
+
+
 def _read_only_workdir(tmp):
   workdir = os.path.join(tmp, "run")
   os.makedirs(workdir)
@@ -475,6 +491,16 @@ CASES = [
   ),
   Case("export_tflite missing model", _tflite_missing_model, ("absent.keras",)),
   Case(
+    "predict_emotion --output inside --images",
+    _report_output(lambda tmp, images: os.path.join(images, "predictions")),
+    ("inside the input folder",),
+  ),
+  Case(
+    "score_videos --output among the input videos",
+    _report_output(lambda tmp, images: os.path.join(images, "a.jpg")),
+    ("inside the input folder",),
+  ),
+  Case(
     "prepare_faces --output=the source",
     _prepare_faces_output(lambda tmp, source: source),
     ("is or holds the input",),
@@ -632,12 +658,12 @@ def test_allowed_changes_are_recorded_with_their_iteration(tmp_path):
   workdir = str(tmp_path / "run")
   write_run(workdir, emotion())
   before = snapshot(workdir)
-  longer = emotion(**{"schedule.num_epochs": 5, "logging.verbose": 2})
+  longer = emotion(**{"schedule.num_epochs": 5, "logging.verbose": "2"})
   changes = run_record.check_before_start(longer, workdir, recover=False)
   assert snapshot(workdir) == before  # The check itself writes nothing.
   assert {c.field: (c.before, c.after) for c in changes} == {
     "schedule.num_epochs": (2, 5),
-    "logging.verbose": ("auto", 2),
+    "logging.verbose": ("auto", "2"),
   }
   run_record.record_changes(workdir, changes, iteration=8)
   run_record.record_changes(workdir, [], iteration=12)  # Nothing changed: nothing appended.

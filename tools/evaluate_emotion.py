@@ -43,7 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
 
-from common import errors
+from common import errors, outputs
+from configs import validation
 from inference import emotion_evaluation
 
 
@@ -77,6 +78,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  validation.validate(values.config)
+  inputs = [values.model, values.reference_model or "", values.config.data.get("dir", "")]
+  outputs.check_not_input(values.output, inputs)
   emotion_evaluation.evaluate(
     values.model,
     values.config,

@@ -19,7 +19,7 @@ import os
 
 from absl import flags, logging
 
-from common import errors, io_utils
+from common import errors, io_utils, outputs
 from inference import video_scoring
 from input_pipeline import deepfake_data
 
@@ -43,6 +43,8 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  labels_csv, frames_root = flags.FLAGS.labels_csv, flags.FLAGS.frames_root
+  outputs.check_not_input(flags.FLAGS.output, [flags.FLAGS.model, labels_csv, frames_root or ""])
   videos = deepfake_data.read_labels_csv(flags.FLAGS.labels_csv, flags.FLAGS.frames_root)
   videos = video_scoring.select_split(videos, flags.FLAGS.split, flags.FLAGS.labels_csv)
   scorer = video_scoring.ClipScorer(flags.FLAGS.model)

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from absl import app, flags
 
 from common import errors
+from configs import validation
 
 
 def _define_flags() -> None:
@@ -58,6 +59,8 @@ def main(argv: list[str]) -> None:
   from inference import tflite
 
   values = flags.FLAGS
+  if values.config is not None:
+    validation.validate(values.config)
   tflite.export_emotion_model(
     values.model,
     values.output,

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
-from common import errors
+from common import errors, outputs
 from common.labels import EMOTION_CLASSES
 from inference import emotion_inference, grad_cam, model_io
 from input_pipeline import face_detection
@@ -51,6 +51,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  outputs.check_not_input(values.output, [values.model, *(values.images or [])])
   model = emotion_inference.load_keras_model(values.model)
   # The model's own classes, stored with its checkpoint (older checkpoints: the built-in list).
   class_names = model_io.class_names(values.model, EMOTION_CLASSES)

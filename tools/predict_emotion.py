@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
-from common import errors
+from common import errors, outputs
 from common.labels import EMOTION_CLASSES
 from inference import emotion_inference, emotion_video, model_io
 from input_pipeline import face_detection
@@ -124,6 +124,8 @@ def main(argv: list[str]) -> None:
   values = flags.FLAGS
   if bool(values.images) == bool(values.video):
     raise app.UsageError("Give either --images or --video.")
+  # Annotated crops written among the inputs would be read as inputs next time.
+  outputs.check_not_input(values.output, [values.model, *(values.images or values.video)])
   if values.video:
     return _predict_videos(values)
   items = emotion_inference.expand_images(values.images)

@@ -22,7 +22,7 @@ import os
 
 from absl import app, flags, logging
 
-from common import errors, io_utils
+from common import errors, io_utils, outputs
 from inference import video_scoring
 from input_pipeline import face_detection, video_io
 from tools import face_flags
@@ -63,6 +63,7 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  outputs.check_not_input(flags.FLAGS.output, [flags.FLAGS.model, *(flags.FLAGS.videos or [])])
   paths = expand_videos(flags.FLAGS.videos)
   if not paths:
     raise app.UsageError(f"No video files in --videos={','.join(flags.FLAGS.videos)}.")
