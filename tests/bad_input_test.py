@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -715,3 +716,37 @@ def test_temporaries_of_an_interrupted_write_are_removed(tmp_path):
   ]
   assert (workdir / "metrics.csv").exists()
   assert (workdir / "workers" / "1" / "metrics.csv.tmp").exists()  # Another worker's.
+
+
+def test_a_real_run_records_an_allowed_change_and_recovers_from_a_damaged_checkpoint(
+  tmp_path, caplog
+):
+  """End to end on the tiny trainer: a longer rerun is recorded at the iteration it took
+  effect; a truncated last.keras is refused, then --recover resumes from best.keras."""
+  from training import loop
+
+  workdir = str(tmp_path / "run")
+  paths = RunPaths(workdir)
+  config = emotion(**{"schedule.num_epochs": 1, "export.enabled": False})
+  loop.train_and_evaluate(config, workdir)  # 64 images, batch 16: 4 steps per epoch.
+  longer = emotion(**{"schedule.num_epochs": 2, "export.enabled": False})
+  loop.train_and_evaluate(longer, workdir)
+  with open(os.path.join(workdir, "config_changes.jsonl")) as file:
+    (entry,) = [json.loads(line) for line in file]
+  assert entry["iteration"] == 4
+  assert entry["changes"] == {"schedule.num_epochs": {"before": 1, "after": 2}}
+  assert [r["iteration"] for r in run_record.read_metrics(paths.metrics)] == ["4", "8"]
+
+  with open(paths.last_checkpoint, "r+b") as file:
+    file.truncate(1000)
+  before = snapshot(workdir)
+  with pytest.raises(errors.DataError, match="last.keras is damaged"):
+    loop.train_and_evaluate(longer, workdir)
+  assert snapshot(workdir) == before
+  summary = loop.train_and_evaluate(longer, workdir, recover=True)
+  with open(paths.last_checkpoint + ".damaged", "rb") as file:  # Kept, not deleted.
+    assert hashlib.sha256(file.read()).hexdigest() == before["checkpoints/last.keras"]
+  # Resumed from best.keras (iteration 4 or 8), not from 0; no row is lost or repeated.
+  assert re.search(r"--recover: resuming from \S*best\.keras at iteration [48]\.", caplog.text)
+  assert [r["iteration"] for r in run_record.read_metrics(paths.metrics)] == ["4", "8"]
+  assert summary["test"] is not None
