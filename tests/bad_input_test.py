@@ -744,6 +744,8 @@ def test_a_real_run_records_an_allowed_change_and_recovers_from_a_damaged_checkp
     loop.train_and_evaluate(longer, workdir)
   assert snapshot(workdir) == before
   summary = loop.train_and_evaluate(longer, workdir, recover=True)
+  with open(paths.metrics + ".before_recover", "rb") as file:  # The rows as they were.
+    assert hashlib.sha256(file.read()).hexdigest() == before["metrics.csv"]
   with open(paths.last_checkpoint + ".damaged", "rb") as file:  # Kept, not deleted.
     assert hashlib.sha256(file.read()).hexdigest() == before["checkpoints/last.keras"]
   # Resumed from best.keras (iteration 4 or 8), not from 0; no row is lost or repeated.

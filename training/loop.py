@@ -29,7 +29,7 @@ import ml_collections
 from absl import logging
 
 from common import io_utils, model_metadata
-from common.errors import ConfigError, DataError, ResumeError
+from common.errors import ConfigError, ResumeError
 from configs import validation
 from inference import model_io
 from training import callbacks as callbacks_lib
@@ -135,6 +135,8 @@ def _restore(model: keras.Model, run: runtime.Run, recover: bool) -> int:
   last = run.resume.last_checkpoint
   if not recover or (os.path.exists(last) and not run_record.checkpoint_problem(last)):
     return callbacks_lib.restore_training_state(model, last)
+  if not os.path.exists(last) and not run_record.read_metrics(run.resume.metrics, recover=True):
+    return callbacks_lib.restore_training_state(model, last)  # A new run: nothing to recover.
   if distribution.is_chief(run.strategy):
     kept = run_record.set_aside(last)
     if kept:
@@ -151,17 +153,18 @@ def _restore(model: keras.Model, run: runtime.Run, recover: bool) -> int:
   return callbacks_lib.restore_training_state(model, last)
 
 
-def _keep_damaged_metrics(run: runtime.Run, recover: bool) -> None:
-  """With `recover`, a copy of a damaged metrics.csv is kept before it is rewritten."""
+def _keep_metrics_copy(run: runtime.Run, recover: bool) -> None:
+  """With `recover`, metrics.csv is copied to `metrics.csv.before_recover` before it is rewritten.
+
+  The rows after the checkpoint resumed from, and a damaged row, are dropped
+  from metrics.csv; the copy keeps them.
+  """
   path = run.resume.metrics
   if not recover or not distribution.is_chief(run.strategy) or not os.path.exists(path):
     return
-  try:
-    run_record.read_metrics(path)
-  except DataError:
-    kept = path + run_record.DAMAGED_SUFFIX
-    shutil.copyfile(path, kept)
-    logging.warning("--recover: %s is damaged; kept as %s.", path, kept)
+  kept = run_record.unused_name(path + ".before_recover")
+  shutil.copyfile(path, kept)
+  logging.warning("--recover: %s copied to %s before it is rewritten.", path, kept)
 
 
 def train_and_evaluate(
@@ -200,7 +203,7 @@ def train_and_evaluate(
   )
   if iteration:
     logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
-  _keep_damaged_metrics(run, recover)
+  _keep_metrics_copy(run, recover)
   history = callbacks_lib.rows_up_to(run.resume.metrics, iteration, recover)
   runtime.write_config(paths, config)
   run_record.record_changes(paths.workdir, changes, iteration)

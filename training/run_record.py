@@ -11,7 +11,8 @@ cadence, precision, XLA, distribution) may change; each change is appended to
 
 A damaged `checkpoints/last.keras` or `metrics.csv`, or a run with metrics
 but no `last.keras`, is refused with the way out: `--recover` resumes from
-the newest intact checkpoint and keeps the damaged files beside it.
+the newest intact checkpoint, keeping the damaged `last.keras` as
+`last.keras.damaged` and a copy of `metrics.csv` as `metrics.csv.before_recover`.
 
 Pure Python (no TensorFlow): `train_main.py` checks all this before
 TensorFlow loads.
@@ -177,7 +178,7 @@ def read_metrics(path: str, recover: bool = False) -> list[dict[str, str]]:
         raise DataError(
           f"{path}, line {reader.line_num}: {problem}. Restore the file, or rerun with "
           "--recover to keep the rows before this line (the file is kept as "
-          f"{os.path.basename(path)}{DAMAGED_SUFFIX})."
+          f"{os.path.basename(path)}.before_recover)."
         )
       rows.append(row)
   return rows
@@ -254,15 +255,20 @@ def _newest(paths: RunPaths) -> str:
   return os.path.basename(candidates[0]) if candidates else "none found: training starts over"
 
 
+def unused_name(path: str) -> str:
+  """`path`, or `path2`, `path3`... the first that does not exist."""
+  target, number = path, 1
+  while os.path.lexists(target):
+    number += 1
+    target = f"{path}{number}"
+  return target
+
+
 def set_aside(path: str) -> str | None:
   """Keeps a damaged file as `<path>.damaged` (numbered if taken); returns the new name."""
   if not os.path.exists(path):
     return None
-  target = path + DAMAGED_SUFFIX
-  number = 1
-  while os.path.exists(target):
-    number += 1
-    target = f"{path}{DAMAGED_SUFFIX}{number}"
+  target = unused_name(path + DAMAGED_SUFFIX)
   os.replace(path, target)
   return target
 
