@@ -13,9 +13,11 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from common import model_metadata
+from common.errors import DataError
 
 if TYPE_CHECKING:  # Writing files should not load TensorFlow.
   import keras
+  import pandas as pd
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -67,3 +69,23 @@ def replace_directory(source: str, target: str) -> None:
   os.replace(source, target)
   if os.path.exists(old):
     shutil.rmtree(old)
+
+
+def read_csv_table(csv_path: str, expected: str) -> pd.DataFrame:
+  """A CSV of strings; an empty, binary or malformed file is a DataError naming it.
+
+  `expected` describes the columns, for the message (e.g. 'video,label[,group][,split]').
+  """
+  import pandas as pd
+
+  try:
+    return pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  except pd.errors.EmptyDataError as error:
+    raise DataError(
+      f"{csv_path}: the file is empty; expected a header line {expected} and one row per entry."
+    ) from error
+  except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    raise DataError(
+      f"{csv_path}: not a readable CSV file ({' '.join(str(error).split())}); expected the "
+      f"columns {expected}."
+    ) from error

@@ -23,7 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   # `python -m tools.write_tfrecords` at `dir`).
   config.data.source = "auto"
   config.data.dir = ""  # The data's directory; for source=tfrecord, the shards.
-  config.data.class_names = []  # Model output order; stored with checkpoints and exports.
+  # Model output order; stored with checkpoints and exports. A tuple, so the
+  # command line can override it (ml_collections cannot override lists):
+  # --config.data.class_names="('a', 'b', 'c')", or the flag once per name.
+  config.data.class_names = ()
   config.data.image_size = 0  # Model input side; images and frames are resized to it.
   config.data.validation_fraction = 0.1  # Held out of train when there is no validation split.
   # Records in the training shuffle buffer when streaming TFRecord shards.

@@ -66,7 +66,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.data.source = "auto"
   # Kaggle folders, or a dir/path of fer2013.csv (or the shards).
   config.data.dir = data_locations.DEFAULT_FER2013_DIR
-  config.data.class_names = list(labels.EMOTION_CLASSES)  # Output order.
+  config.data.class_names = tuple(labels.EMOTION_CLASSES)  # Output order.
   config.data.image_size = 96  # Model input side; images are resized to it.
   config.data.validation_fraction = 0.1  # Carved from train if no val split.
   # Side fraction of the centre crop that evaluation, prediction and serving

@@ -39,7 +39,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
-from common import io_utils
+from common import io_utils, outputs
+from common.errors import ConfigError
 from input_pipeline import emotion_data
 from input_pipeline.images import resize_to_uint8
 from keras_models import augment
@@ -210,6 +211,15 @@ def read_metadata(model_bytes: bytes) -> dict[str, Any] | None:
   return None
 
 
+def is_tflite_file(path: str) -> bool:
+  """Whether `path` is a TFLite flatbuffer (file identifier TFL3 at bytes 4-8)."""
+  try:
+    with open(path, "rb") as file:
+      return file.read(8)[4:8] == b"TFL3"
+  except OSError:
+    return False
+
+
 def export_emotion_model(
   model_path: str,
   output_path: str,
@@ -229,15 +239,14 @@ def export_emotion_model(
     The metadata written into the file, with `size_bytes` added.
   """
   if quantize not in QUANTIZATIONS:
-    raise ValueError(f"--quantize={quantize!r}; expected one of {list(QUANTIZATIONS)}.")
-  if os.path.exists(output_path) and not overwrite:
-    raise FileExistsError(
-      f"--output={output_path!r} already exists; pass --overwrite to replace it."
-    )
+    raise ConfigError(f"--quantize={quantize!r}; expected one of {list(QUANTIZATIONS)}.")
   if not output_path.endswith(".tflite"):
-    raise ValueError(f"--output={output_path!r} should end in .tflite.")
+    raise ConfigError(f"--output={output_path!r} should end in .tflite.")
+  outputs.check_not_input(output_path, [model_path])
+  # Only a TFLite file (this tool's output) is ever replaced.
+  outputs.check_replaceable(output_path, "tools.export_tflite", is_tflite_file, "TFL3", overwrite)
   if quantize == "int8" and config is None:
-    raise ValueError("--quantize=int8 needs the run's --config for its calibration images.")
+    raise ConfigError("--quantize=int8 needs the run's --config for its calibration images.")
   model = load_checkpoint(model_path)
   if model.name == "deepfake_detector":
     return _fail_deepfake(model, model_path)

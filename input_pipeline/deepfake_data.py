@@ -29,6 +29,7 @@ from absl import logging
 from sklearn import model_selection
 from sklearn.utils import class_weight
 
+from common import io_utils
 from common.data_locations import DEFAULT_LABELS_CSV
 from common.errors import DataError
 from common.labels import DEEPFAKE_CLASSES
@@ -110,7 +111,7 @@ def read_labels_csv(csv_path: str, frames_root: str | None = None) -> Videos:
   if not os.path.isfile(csv_path):
     raise DataError(f"Labels CSV {csv_path!r} does not exist.")
   frames_root = frames_root or os.path.dirname(os.path.abspath(csv_path))
-  frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  frame = io_utils.read_csv_table(csv_path, "video,label[,group][,split]")
   missing = [c for c in ("video", "label") if c not in frame.columns]
   if missing:
     raise DataError(

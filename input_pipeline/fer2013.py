@@ -280,7 +280,13 @@ def read_fer2013_csv(
   pixels = []
   side = None
   for row, text in enumerate(frame["pixels"].fillna("")):
-    values = np.array(text.split(), dtype=np.int64) if text else np.zeros(0, np.int64)
+    try:
+      values = np.array(text.split(), dtype=np.int64) if text else np.zeros(0, np.int64)
+    except ValueError as error:
+      raise DataError(
+        f"{csv_path}, line {row + 2}: pixels holds a value that is not an integer ({error}); "
+        "expected space-separated 0-255 values."
+      ) from error
     if side is None:
       side = int(round(np.sqrt(values.size)))
     if values.size != side * side or values.size == 0:

@@ -37,6 +37,7 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
+from common import outputs
 from common.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -250,11 +251,10 @@ def write_dataset(
   if task not in TASKS or encoding not in ENCODINGS:
     raise ValueError(f"task={task!r}, encoding={encoding!r}; expected {TASKS} and {ENCODINGS}.")
   output_dir = os.path.abspath(output_dir)
-  if os.path.exists(output_dir) and not overwrite:
-    raise FileExistsError(
-      f"{output_dir} already exists; pass --overwrite to replace it (it is kept "
-      "until the new shards are complete)."
-    )
+  # Only a previous output of this tool is ever replaced (or removed).
+  outputs.check_replaceable(
+    output_dir, "tools.write_tfrecords", is_shard_directory, MANIFEST, overwrite
+  )
   partial = output_dir + ".partial"
   shutil.rmtree(partial, ignore_errors=True)  # Left by a crashed run.
   os.makedirs(partial)
@@ -297,6 +297,15 @@ def write_dataset(
   else:
     os.rename(partial, output_dir)
   return read_manifest(output_dir, task)
+
+
+def is_shard_directory(directory: str) -> bool:
+  """Whether `directory` holds shards written by `write_dataset` (its manifest says so)."""
+  try:
+    with open(os.path.join(directory, MANIFEST)) as file:
+      return json.load(file).get("format") == FORMAT
+  except (OSError, ValueError, AttributeError):
+    return False
 
 
 def read_manifest(directory: str, task: str) -> Manifest:

@@ -17,8 +17,7 @@ import json
 import os
 import re
 
-import pandas as pd
-
+from common import io_utils
 from common.errors import DataError
 from input_pipeline.deepfake_data import label_from_text, parse_label
 from input_pipeline.video_io import list_videos
@@ -106,7 +105,7 @@ def _dfdc_metadata(metadata_path: str, root: str, catalogue: Catalogue) -> None:
 
 def _dfdc_labels_csv(csv_path: str, root: str, catalogue: Catalogue) -> None:
   """The test-set form: `filename,label` (1 = fake) with the videos beside the CSV."""
-  table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  table = io_utils.read_csv_table(csv_path, "filename,label")
   missing = [c for c in ("filename", "label") if c not in table.columns]
   if missing:
     raise DataError(f"{csv_path}: missing column(s) {missing}; expected filename,label.")
@@ -338,7 +337,7 @@ def generic_csv(csv_path: str) -> Catalogue:
   """A CSV `path,label[,group][,split]`; paths relative to the CSV's folder or absolute."""
   if not os.path.isfile(csv_path):
     raise DataError(f"Video CSV {csv_path!r} does not exist.")
-  table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+  table = io_utils.read_csv_table(csv_path, "path,label[,group][,split]")
   missing = [c for c in ("path", "label") if c not in table.columns]
   if missing:
     raise DataError(

@@ -1,4 +1,4 @@
-"""Configs: parsing one imports no TensorFlow; both share the vocabulary of configs/common.py."""
+"""Configs: parsing or validating one imports no TensorFlow; both share configs/common.py."""
 
 import subprocess
 import sys
@@ -20,9 +20,12 @@ def test_parsing_a_config_imports_no_tensorflow(task):
     f"config_flags.DEFINE_config_file('config', 'configs/{task}.py')\n"
     "flags.FLAGS(['prog'])\n"
     "assert flags.FLAGS.config.task\n"
-    f"from configs import {task}\n"
+    f"from configs import {task}, validation\n"
+    # What train_main checks before TensorFlow loads imports none either.
+    "from common import errors, outputs\n"
+    "from training import run_record\n"
     f"for variant in {VARIANTS[task]!r}:\n"
-    f"  {task}.get_config(variant)\n"
+    f"  validation.validate({task}.get_config(variant))\n"
     "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
     "assert not heavy, heavy\n"
   )

@@ -222,8 +222,13 @@ def test_resuming_with_a_different_model_is_a_clear_error(tiny_run):
   config, workdir, _ = tiny_run
   config = config.copy_and_resolve_references()
   config.model.width = 8
-  with pytest.raises(ValueError, match="does not match the model of this config"):
+  with open(RunPaths(workdir).config) as file:
+    record = file.read()
+  # Refused before anything is written: the run's record is unchanged.
+  with pytest.raises(ValueError, match=r"Cannot resume .* model\.width: run 4, now 8"):
     loop.train_and_evaluate(config, workdir)
+  with open(RunPaths(workdir).config) as file:
+    assert file.read() == record
 
 
 def _train_command(workdir, *overrides):

@@ -43,6 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
 
+from common import errors, outputs
+from configs import validation
 from inference import emotion_evaluation
 
 
@@ -63,7 +65,7 @@ def _define_flags() -> None:
     "A model to compare with on the same images (default for a .tflite: its run's "
     "SavedModel; '' for none).",
   )
-  flags.DEFINE_integer("num_threads", 1, "CPU threads of the TFLite interpreter.")
+  flags.DEFINE_integer("num_threads", 1, "CPU threads of the TFLite interpreter.", lower_bound=1)
   flags.DEFINE_enum(
     "split", "test", list(emotion_evaluation.SPLITS), "Split of the config's data to evaluate."
   )
@@ -76,6 +78,9 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  validation.validate(values.config)
+  inputs = [values.model, values.reference_model or "", values.config.data.get("dir", "")]
+  outputs.check_not_input(values.output, inputs)
   emotion_evaluation.evaluate(
     values.model,
     values.config,
@@ -89,4 +94,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from common import io_utils
+from common import errors, io_utils, outputs
 from inference import video_scoring
 from input_pipeline import deepfake_data
 
@@ -34,7 +34,7 @@ def _define_flags() -> None:
   flags.DEFINE_enum(
     "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
   )
-  flags.DEFINE_integer("max_clips", 4, "Clips scored per video.")
+  flags.DEFINE_integer("max_clips", 4, "Clips scored per video.", lower_bound=1)
   flags.DEFINE_boolean(
     "combine_tracks", True, "Score the track rows of a video as one video (max over tracks)."
   )
@@ -43,6 +43,8 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  labels_csv, frames_root = flags.FLAGS.labels_csv, flags.FLAGS.frames_root
+  outputs.check_not_input(flags.FLAGS.output, [flags.FLAGS.model, labels_csv, frames_root or ""])
   videos = deepfake_data.read_labels_csv(flags.FLAGS.labels_csv, flags.FLAGS.frames_root)
   videos = video_scoring.select_split(videos, flags.FLAGS.split, flags.FLAGS.labels_csv)
   scorer = video_scoring.ClipScorer(flags.FLAGS.model)
@@ -70,4 +72,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["model", "labels_csv"])
-  app.run(main)
+  errors.run(main)

@@ -27,6 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags
 
+from common import errors
+from configs import validation
+
 
 def _define_flags() -> None:
   """Defined only when run as a command, so other modules can import this one."""
@@ -43,7 +46,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("model", None, "The .keras checkpoint to convert.")
   flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "Weights and ops of the model.")
   flags.DEFINE_string("output", None, "The .tflite file to write.")
-  flags.DEFINE_integer("calibration_images", 300, "Training images that calibrate int8.")
+  flags.DEFINE_integer(
+    "calibration_images", 300, "Training images that calibrate int8.", lower_bound=1
+  )
   flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
   flags.mark_flags_as_required(["model", "output"])
 
@@ -54,6 +59,8 @@ def main(argv: list[str]) -> None:
   from inference import tflite
 
   values = flags.FLAGS
+  if values.config is not None:
+    validation.validate(values.config)
   tflite.export_emotion_model(
     values.model,
     values.output,
@@ -66,4 +73,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

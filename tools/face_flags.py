@@ -18,15 +18,32 @@ _TRACKER = face_tracking.TrackerSettings()
 
 def define_flags() -> None:
   flags.DEFINE_enum("crop", _CROP.policy, face_detection.CROP_POLICIES, "Crop policy.")
-  flags.DEFINE_float("scale", _CROP.scale, "scale crops: square side over the longer box side.")
-  flags.DEFINE_float("margin", _CROP.margin, "tight crops: margin per side, fraction of box.")
-  flags.DEFINE_integer("size", _CROP.size, "scale crops: output side in pixels.")
-  flags.DEFINE_float("min_confidence", _DETECTOR.min_confidence, "Lowest face confidence kept.")
-  flags.DEFINE_integer("min_face_size", _DETECTOR.min_face_size, "Smallest face, in pixels.")
-  flags.DEFINE_integer(
-    "detection_max_side", _DETECTOR.max_side, "Longer side frames are downscaled to (0: never)."
+  flags.DEFINE_float(
+    "scale", _CROP.scale, "scale crops: square side over the longer box side.", lower_bound=0.1
   )
-  flags.DEFINE_integer("detection_batch_size", _DETECTOR.batch_size, "Frames per MTCNN call.")
+  flags.DEFINE_float(
+    "margin", _CROP.margin, "tight crops: margin per side, fraction of box.", lower_bound=0.0
+  )
+  flags.DEFINE_integer("size", _CROP.size, "scale crops: output side in pixels.", lower_bound=8)
+  flags.DEFINE_float(
+    "min_confidence",
+    _DETECTOR.min_confidence,
+    "Lowest face confidence kept.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+  )
+  flags.DEFINE_integer(
+    "min_face_size", _DETECTOR.min_face_size, "Smallest face, in pixels.", lower_bound=1
+  )
+  flags.DEFINE_integer(
+    "detection_max_side",
+    _DETECTOR.max_side,
+    "Longer side frames are downscaled to (0: never).",
+    lower_bound=0,
+  )
+  flags.DEFINE_integer(
+    "detection_batch_size", _DETECTOR.batch_size, "Frames per MTCNN call.", lower_bound=1
+  )
 
 
 def crop_settings() -> face_detection.CropSettings:
@@ -50,7 +67,10 @@ def define_tracking_flags(max_missed: int = _TRACKER.max_missed, people: bool = 
   `people`: also the flags that choose the people of a video (deepfake tools).
   """
   flags.DEFINE_integer(
-    "max_missed", max_missed, "Processed frames a face track survives without a detection."
+    "max_missed",
+    max_missed,
+    "Processed frames a face track survives without a detection.",
+    lower_bound=0,
   )
   if not people:
     return
@@ -58,11 +78,14 @@ def define_tracking_flags(max_missed: int = _TRACKER.max_missed, people: bool = 
     "min_track_frames",
     _TRACKER.min_track_frames,
     "Frames a track needs to be scored or written as its own person (the main track always is).",
+    lower_bound=1,
   )
   flags.DEFINE_float(
     "background_size",
     _TRACKER.background_size,
     "Tracks smaller than this x the largest lasting face are background faces (0: none are).",
+    lower_bound=0.0,
+    upper_bound=1.0,
   )
 
 

@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
+from common import errors, outputs
 from common.labels import EMOTION_CLASSES
 from inference import emotion_inference, grad_cam, model_io
 from input_pipeline import face_detection
@@ -42,7 +43,7 @@ def _define_flags() -> None:
   )
   flags.DEFINE_bool("no_face_detection", False, "Take each whole image as one face crop.")
   flags.DEFINE_bool("grayscale", True, "Grayscale crops, as FER2013 is; off for colour models.")
-  flags.DEFINE_integer("batch_size", 16, "Face crops per gradient computation.")
+  flags.DEFINE_integer("batch_size", 16, "Face crops per gradient computation.", lower_bound=1)
   face_flags.define_flags()
 
 
@@ -50,6 +51,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
+  outputs.check_not_input(values.output, [values.model, *(values.images or [])])
   model = emotion_inference.load_keras_model(values.model)
   # The model's own classes, stored with its checkpoint (older checkpoints: the built-in list).
   class_names = model_io.class_names(values.model, EMOTION_CLASSES)
@@ -79,4 +81,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["model", "images", "output"])
-  app.run(main)
+  errors.run(main)

@@ -25,8 +25,8 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from common import figures
-from common.errors import DataError
+from common import errors, figures
+from common.errors import ConfigError, DataError
 
 METRICS_FILE = "metrics.csv"  # As `training.run_paths.RunPaths.metrics` names it.
 # Columns that can be the x axis: every metrics.csv has both (see
@@ -160,17 +160,17 @@ def plot_runs(
   """Writes `<output_dir>/<family>.png` for every metric family; returns the paths.
 
   Raises:
-    ValueError: no runs, `labels` of another length, or an unknown `x_axis`.
+    ConfigError: no runs, `labels` of another length, or an unknown `x_axis`.
     DataError: a run's metrics.csv is missing or malformed (see `read_run`).
   """
   if not run_dirs:
-    raise ValueError("No runs given; expected at least one run directory.")
+    raise ConfigError("No runs given; expected at least one run directory.")
   if x_axis not in X_COLUMNS:
-    raise ValueError(f"x_axis={x_axis!r}; expected one of {list(X_COLUMNS)}.")
+    raise ConfigError(f"x_axis={x_axis!r}; expected one of {list(X_COLUMNS)}.")
   if labels is None:
     labels = default_labels(run_dirs)
   if len(labels) != len(run_dirs):
-    raise ValueError(
+    raise ConfigError(
       f"{len(labels)} labels {list(labels)} for {len(run_dirs)} runs {list(run_dirs)}; "
       "expected one label per run."
     )
@@ -209,4 +209,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

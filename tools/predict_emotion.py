@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 
+from common import errors, outputs
 from common.labels import EMOTION_CLASSES
 from inference import emotion_inference, emotion_video, model_io
 from input_pipeline import face_detection
@@ -57,7 +58,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("output", None, "Folder for predictions.csv/.json and annotated/.")
   flags.DEFINE_bool("no_face_detection", False, "Classify each whole image as one face crop.")
   flags.DEFINE_bool("grayscale", True, "Grayscale crops, as FER2013 is; off for colour models.")
-  flags.DEFINE_integer("batch_size", 32, "Face crops per model call.")
+  flags.DEFINE_integer("batch_size", 32, "Face crops per model call.", lower_bound=1)
   face_flags.define_flags()
   _define_video_flags()
 
@@ -66,9 +67,19 @@ def _define_video_flags() -> None:
   """Emotion on videos (`--video`); see inference/emotion_video.py."""
   video = emotion_video.VideoSettings()
   flags.DEFINE_list("video", None, "Video files, folders of videos, or webcam indices (0).")
-  flags.DEFINE_integer("every", video.every, "Videos: detect and classify every N-th frame.")
-  flags.DEFINE_float("smoothing", video.smoothing, "Videos: smoothing alpha per track (0: off).")
-  flags.DEFINE_integer("max_frames", video.max_frames, "Videos: stop after N frames (0: all).")
+  flags.DEFINE_integer(
+    "every", video.every, "Videos: detect and classify every N-th frame.", lower_bound=1
+  )
+  flags.DEFINE_float(
+    "smoothing",
+    video.smoothing,
+    "Videos: smoothing alpha per track (0: off).",
+    lower_bound=0.0,
+    upper_bound=1.0,
+  )
+  flags.DEFINE_integer(
+    "max_frames", video.max_frames, "Videos: stop after N frames (0: all).", lower_bound=0
+  )
   flags.DEFINE_bool("progress", video.progress, "Videos: show a progress bar.")
   face_flags.define_tracking_flags(max_missed=10, people=False)
 
@@ -113,6 +124,8 @@ def main(argv: list[str]) -> None:
   values = flags.FLAGS
   if bool(values.images) == bool(values.video):
     raise app.UsageError("Give either --images or --video.")
+  # Annotated crops written among the inputs would be read as inputs next time.
+  outputs.check_not_input(values.output, [values.model, *(values.images or values.video)])
   if values.video:
     return _predict_videos(values)
   items = emotion_inference.expand_images(values.images)
@@ -160,4 +173,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["model", "output"])
-  app.run(main)
+  errors.run(main)

@@ -16,8 +16,11 @@ input_pipeline/face_preparation.py for the output layout.
 
 from __future__ import annotations
 
-from absl import app, flags
+import os
 
+from absl import flags
+
+from common import errors, outputs
 from input_pipeline import face_preparation, video_datasets
 from tools import face_flags
 
@@ -28,9 +31,11 @@ def _define_flags() -> None:
   flags.DEFINE_enum("dataset", None, video_datasets.DATASETS, "Layout of --source.")
   flags.DEFINE_string("source", None, "Data-set root folder (or the CSV for csv).")
   flags.DEFINE_string("output", None, "Folder for the faces and labels.csv.")
-  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
-  flags.DEFINE_integer("jpeg_quality", 95, "Quality of the face JPEGs.")
-  flags.DEFINE_integer("workers", 1, "Videos prepared in parallel (processes).")
+  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.", lower_bound=1)
+  flags.DEFINE_integer(
+    "jpeg_quality", 95, "Quality of the face JPEGs.", lower_bound=1, upper_bound=100
+  )
+  flags.DEFINE_integer("workers", 1, "Videos prepared in parallel (processes).", lower_bound=1)
   flags.DEFINE_list(
     "ffpp_methods",
     None,
@@ -50,6 +55,17 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  # Before anything is read: the output may not be, lie in or hold the source,
+  # and an existing one must be this tool's own (which a rerun resumes).
+  output = flags.FLAGS.output
+  outputs.check_not_input(output, [flags.FLAGS.source, flags.FLAGS.ffpp_splits or ""])
+  outputs.check_replaceable(
+    output,
+    "tools.prepare_faces",
+    lambda folder: os.path.exists(os.path.join(folder, face_preparation.SETTINGS_FILE)),
+    face_preparation.SETTINGS_FILE,
+    overwrite=None,
+  )
   catalogue = video_datasets.load_catalogue(
     flags.FLAGS.dataset,
     flags.FLAGS.source,
@@ -77,4 +93,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["dataset", "source", "output"])
-  app.run(main)
+  errors.run(main)

@@ -22,7 +22,7 @@ import os
 
 from absl import app, flags, logging
 
-from common import io_utils
+from common import errors, io_utils, outputs
 from inference import video_scoring
 from input_pipeline import face_detection, video_io
 from tools import face_flags
@@ -48,8 +48,8 @@ def _define_flags() -> None:
   flags.DEFINE_enum(
     "aggregation", "mean", list(video_scoring.AGGREGATIONS), "Clip probabilities -> video."
   )
-  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.")
-  flags.DEFINE_integer("max_clips", 4, "Clips scored per track.")
+  flags.DEFINE_integer("num_frames", 32, "Evenly spaced frames sampled per video.", lower_bound=1)
+  flags.DEFINE_integer("max_clips", 4, "Clips scored per track.", lower_bound=1)
   flags.DEFINE_enum(
     "tracks",
     "all",
@@ -63,6 +63,7 @@ def _define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  outputs.check_not_input(flags.FLAGS.output, [flags.FLAGS.model, *(flags.FLAGS.videos or [])])
   paths = expand_videos(flags.FLAGS.videos)
   if not paths:
     raise app.UsageError(f"No video files in --videos={','.join(flags.FLAGS.videos)}.")
@@ -86,4 +87,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["model", "videos"])
-  app.run(main)
+  errors.run(main)

@@ -32,6 +32,8 @@ import time
 import ml_collections
 from absl import app, flags, logging
 
+from common import errors, outputs
+from configs import validation
 from input_pipeline import deepfake_data, emotion_data, tfrecords
 
 
@@ -42,7 +44,17 @@ def write_tfrecords(
   shard_megabytes: float = 128,
   overwrite: bool = False,
 ) -> tfrecords.Manifest:
-  """Writes the splits of `config`'s data to `output_dir`; returns its manifest."""
+  """Writes the splits of `config`'s data to `output_dir`; returns its manifest.
+
+  Before any data is read, the config is validated and the output checked:
+  it may not be, lie in or hold the data, and an existing one is replaced
+  (with `overwrite`) only if it is shards written by this tool.
+  """
+  validation.validate(config)
+  outputs.check_not_input(output_dir, input_paths(config))
+  outputs.check_replaceable(
+    output_dir, "tools.write_tfrecords", tfrecords.is_shard_directory, tfrecords.MANIFEST, overwrite
+  )
   start = time.perf_counter()
   if config.task == "emotion":
     splits, description = emotion_data.shard_records(config, encoding)
@@ -77,6 +89,15 @@ def write_tfrecords(
   return manifest
 
 
+def input_paths(config: ml_collections.ConfigDict) -> list[str]:
+  """The existing files and folders `config`'s data are read from."""
+  data = config.data
+  paths = [data.get("dir", ""), data.get("labels_csv", ""), data.get("frames_root", "")]
+  if data.get("labels_csv") and not data.get("frames_root"):
+    paths.append(os.path.dirname(os.path.abspath(data.labels_csv)))  # The frames' root.
+  return [p for p in paths if p and os.path.exists(p)]
+
+
 def _define_flags() -> None:
   """Defined only when run as a command, so tests can import this module."""
   from ml_collections import config_flags
@@ -86,7 +107,7 @@ def _define_flags() -> None:
   )
   flags.DEFINE_string("output", None, "Directory to write the shards and manifest.json to.")
   flags.DEFINE_enum("encoding", "raw", list(tfrecords.ENCODINGS), "How images are stored.")
-  flags.DEFINE_float("shard_megabytes", 128, "Approximate size of one shard.")
+  flags.DEFINE_float("shard_megabytes", 128, "Approximate size of one shard.", lower_bound=0.01)
   flags.DEFINE_bool("overwrite", False, "Replace an existing --output once the new is complete.")
   flags.mark_flags_as_required(["config", "output"])
 
@@ -102,4 +123,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  errors.run(main)

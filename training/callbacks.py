@@ -14,6 +14,8 @@ import numpy as np
 from absl import logging
 
 from common import io_utils
+from common.errors import ResumeError
+from training import run_record
 
 # Columns of metrics.csv, in order. `epoch` counts completed passes over the
 # training data; `iteration` counts optimizer steps.
@@ -36,17 +38,14 @@ METRICS_COLUMNS = (
 LOGGED_METRICS = ("loss", "accuracy", "roc_auc", "precision", "f1")
 
 
-def read_metrics(path: str) -> list[dict[str, str]]:
-  """Rows of a metrics CSV; an empty list when there is none yet."""
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as file:
-    return list(csv.DictReader(file))
+def read_metrics(path: str, recover: bool = False) -> list[dict[str, str]]:
+  """Rows of a metrics CSV; an empty list when there is none yet (`run_record.read_metrics`)."""
+  return run_record.read_metrics(path, recover=recover)
 
 
-def rows_up_to(path: str, iteration: int) -> list[dict[str, str]]:
+def rows_up_to(path: str, iteration: int, recover: bool = False) -> list[dict[str, str]]:
   """Rows of the metrics CSV at `path` logged at or before `iteration`."""
-  return [row for row in read_metrics(path) if int(row["iteration"]) <= iteration]
+  return [row for row in read_metrics(path, recover) if int(row["iteration"]) <= iteration]
 
 
 def best_value(rows: Sequence[dict[str, str]], column: str, mode: str) -> float | None:
@@ -210,7 +209,7 @@ def restore_training_state(model: keras.Model, path: str) -> int:
     The optimizer iteration of the checkpoint, 0 if `path` does not exist.
 
   Raises:
-    ValueError: the checkpoint does not fit the model (another config).
+    ResumeError: the checkpoint does not fit the model (another config).
   """
   if not model.optimizer.built:  # A LossScaleOptimizer must not be built twice.
     model.optimizer.build(model.trainable_variables)
@@ -219,7 +218,7 @@ def restore_training_state(model: keras.Model, path: str) -> int:
   try:
     model.load_weights(path)
   except ValueError as error:
-    raise ValueError(
+    raise ResumeError(
       f"Cannot resume from {path}: it does not match the model of this config "
       f"({error}). Use a new --workdir, or delete the checkpoint to start over."
     ) from error

@@ -30,6 +30,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from common.errors import ConfigError
+
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 
 
@@ -73,14 +75,14 @@ def _patch_keras_for_multi_worker() -> None:
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """The strategy named by `config.training.distribution`."""
   if name not in DISTRIBUTIONS:
-    raise ValueError(
+    raise ConfigError(
       f"config.training.distribution={name!r}; expected one of {list(DISTRIBUTIONS)}."
     )
   if name == "multi_worker":
     # Before anything lists logical devices: that starts TensorFlow's runtime,
     # after which the cluster's collective ops can no longer be configured.
     if "TF_CONFIG" not in os.environ:
-      raise ValueError(
+      raise ConfigError(
         "config.training.distribution='multi_worker' needs the cluster in the TF_CONFIG "
         'environment variable, e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
         '"task": {"type": "worker", "index": 0}}.'
@@ -152,7 +154,7 @@ def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
   per-replica batch breaks BatchNorm and the frame reshapes)."""
   replicas = strategy.num_replicas_in_sync
   if batch_size % replicas:
-    raise ValueError(
+    raise ConfigError(
       f"config.schedule.batch_size={batch_size} does not split over the {replicas} "
       f"replicas of {type(strategy).__name__}: the batch size is global, so use a "
       f"multiple of {replicas} (e.g. {replicas * max(1, round(batch_size / replicas))})."

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from typing import Any
 
 import keras
@@ -27,9 +29,11 @@ import ml_collections
 from absl import logging
 
 from common import io_utils, model_metadata
+from common.errors import ConfigError, ResumeError
+from configs import validation
 from inference import model_io
 from training import callbacks as callbacks_lib
-from training import distribution, runtime, summaries
+from training import distribution, run_record, runtime, summaries
 from training.run_paths import RunPaths
 from training.task import Task, TrainingData
 
@@ -46,7 +50,7 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
     from training.deepfake import DeepfakeTask
 
     return DeepfakeTask(config)
-  raise ValueError(f"config.task={config.task!r}; expected one of {list(TASKS)}.")
+  raise ConfigError(f"config.task={config.task!r}; expected one of {list(TASKS)}.")
 
 
 def compile_model(
@@ -70,7 +74,7 @@ def check_resume_point(path: str, iteration: int, steps_per_round: int, mid_roun
   or the data changed since the checkpoint: the rounds would not line up.
   """
   if iteration % steps_per_round and not mid_round:
-    raise ValueError(
+    raise ResumeError(
       f"Cannot resume from {path}: it was saved after {iteration} steps, not a whole "
       f"number of epochs (validation rounds) of {steps_per_round} steps; the batch size "
       "or data changed since. Use a new --workdir for a new configuration."
@@ -120,14 +124,65 @@ def _callbacks(
   ]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _restore(model: keras.Model, run: runtime.Run, recover: bool) -> int:
+  """Restores `last.keras`; with `recover`, the newest intact checkpoint when it is damaged.
+
+  A damaged or missing `last.keras` is kept as `last.keras.damaged` and the
+  newest other checkpoint that loads (deepfake `it*.keras`, `best.keras`) is
+  resumed from, with a warning; `run_record.check_resume_files` refused the
+  run without `recover`.
+  """
+  last = run.resume.last_checkpoint
+  if not recover or (os.path.exists(last) and not run_record.checkpoint_problem(last)):
+    return callbacks_lib.restore_training_state(model, last)
+  if not os.path.exists(last) and not run_record.read_metrics(run.resume.metrics, recover=True):
+    return callbacks_lib.restore_training_state(model, last)  # A new run: nothing to recover.
+  if distribution.is_chief(run.strategy):
+    kept = run_record.set_aside(last)
+    if kept:
+      logging.warning("--recover: %s is damaged; kept as %s.", last, kept)
+  for candidate in run_record.intact_checkpoints(run.resume):
+    try:
+      iteration = callbacks_lib.restore_training_state(model, candidate)
+    except ValueError as error:
+      logging.warning("--recover: %s cannot be restored (%s).", candidate, error)
+      continue
+    logging.warning("--recover: resuming from %s at iteration %d.", candidate, iteration)
+    return iteration
+  logging.warning("--recover: no intact checkpoint; training starts from iteration 0.")
+  return callbacks_lib.restore_training_state(model, last)
+
+
+def _keep_metrics_copy(run: runtime.Run, recover: bool) -> None:
+  """With `recover`, metrics.csv is copied to `metrics.csv.before_recover` before it is rewritten.
+
+  The rows after the checkpoint resumed from, and a damaged row, are dropped
+  from metrics.csv; the copy keeps them.
+  """
+  path = run.resume.metrics
+  if not recover or not distribution.is_chief(run.strategy) or not os.path.exists(path):
+    return
+  kept = run_record.unused_name(path + ".before_recover")
+  shutil.copyfile(path, kept)
+  logging.warning("--recover: %s copied to %s before it is rewritten.", path, kept)
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, recover: bool = False
+) -> dict[str, Any]:
   """Trains `config.task`, evaluates the best checkpoint on the test split and exports it.
+
+  The config is validated and compared with the workdir's record before
+  anything is written (`configs.validation`, `run_record`); `recover` resumes
+  past a damaged `last.keras` or `metrics.csv` (see `_restore`).
 
   Returns:
     The run summary: the task's figures (best validation value and where it
     was reached), replicas, dtype policy, XLA, the test report (None without
     a test split) and the export path (None when export is off).
   """
+  validation.validate(config)
+  changes = run_record.check_before_start(config, workdir, recover)
   task = make_task(config)
   run = runtime.start_run(config, workdir)
   paths = run.paths
@@ -141,14 +196,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model = task.build_model(policy, jit_compile)
     runtime.prepare_model_for_strategy(model, run.strategy)
     compile_model(model, task, data.steps_per_epoch, policy, jit_compile)
-    iteration = callbacks_lib.restore_training_state(model, run.resume.last_checkpoint)
+    iteration = _restore(model, run, recover)
   round_steps = data.steps_per_round
   check_resume_point(
     run.resume.last_checkpoint, iteration, round_steps, bool(config.schedule.log_every_steps)
   )
   if iteration:
     logging.info("Resuming from %s at iteration %d.", run.resume.last_checkpoint, iteration)
-  history = callbacks_lib.rows_up_to(run.resume.metrics, iteration)
+  _keep_metrics_copy(run, recover)
+  history = callbacks_lib.rows_up_to(run.resume.metrics, iteration, recover)
+  runtime.write_config(paths, config)
+  run_record.record_changes(paths.workdir, changes, iteration)
+  for change in changes:
+    logging.info(
+      "From iteration %d, config.%s is %r (was %r).",
+      iteration,
+      change.field,
+      change.after,
+      change.before,
+    )
   with task.reading_errors():
     callbacks = _callbacks(task, model, data, paths, history)
   logging.info(

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from common import io_utils
-from training import distribution, summaries
+from training import distribution, run_record, summaries
 from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
@@ -140,7 +140,11 @@ class Run:
 
 
 def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Sets up the strategy, writes the resolved config and seeds every RNG.
+  """Sets up the strategy, removes temporaries of an interrupted run and seeds every RNG.
+
+  The resolved config is written later, by `write_config`, once the resume
+  checks have passed and the checkpoint is restored (the resume contract,
+  `run_record`: a refused rerun changes nothing in the workdir).
 
   The strategy comes first: MultiWorkerMirroredStrategy must be created
   before other TensorFlow work. With `config.training.deterministic`,
@@ -152,13 +156,19 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   distribution.check_batch_size(config.schedule.batch_size, strategy)
   paths = RunPaths(distribution.output_dir(workdir, strategy))
   os.makedirs(paths.workdir, exist_ok=True)
-  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
-  summaries.write_config_text(paths.tensorboard_images, config)
+  for path in run_record.remove_temporaries(paths.workdir):
+    logging.info("Removed %s, left by an interrupted write.", path)
   keras.utils.set_random_seed(config.seed)
   if config.training.deterministic:
     tf.config.experimental.enable_op_determinism()
     logging.info("Deterministic ops enabled (seed %d).", config.seed)
   return Run(paths, RunPaths(workdir), strategy)
+
+
+def write_config(paths: RunPaths, config: ml_collections.ConfigDict) -> None:
+  """Writes the resolved config (the run's record) as config.json and to TensorBoard."""
+  io_utils.write_text(paths.config, config.to_json_best_effort(indent=2) + "\n")
+  summaries.write_config_text(paths.tensorboard_images, config)
 
 
 def prepare_model_for_strategy(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
