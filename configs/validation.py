@@ -155,6 +155,7 @@ def _check_emotion(c: _Checker) -> None:
   c.integer("data.synthetic.num_validation", 1)
   c.integer("data.synthetic.num_test", 0)
   c.integer("data.synthetic.image_size", 8, 4096)
+  c.number("data.eval_crop_fraction", 0.0, 1.0, low_open=True)
   c.pair("augment.crop_area", 0.0, 1.0, low_open=True)
   c.pair("augment.crop_aspect_ratio", 0.0, 100.0, low_open=True)
   c.pair("augment.color_jitter", 0.0, 1.0, size=4)

@@ -331,6 +331,11 @@ CASES = [
   ),
   _config_case("crop_area 0", lambda: emotion(**{"augment.crop_area": (0.0, 1.0)}), ("crop_area",)),
   _config_case(
+    "eval_crop_fraction > 1",
+    lambda: emotion(**{"data.eval_crop_fraction": 1.2}),
+    ("eval_crop_fraction=1.2", "(0.0, 1.0]"),
+  ),
+  _config_case(
     "erasing_area inverted",
     lambda: emotion(**{"augment.erasing_area": (0.5, 0.1)}),
     ("erasing_area",),
