@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from absl import logging
 from sklearn import metrics as sk_metrics
 
 from common.errors import DataError
-from input_pipeline import deepfake_data, face_detection, face_tracking, video_io
+from input_pipeline import deepfake_data, face_detection, face_tracking, images, video_io
 from input_pipeline.images import resize_to_uint8
 from keras_models import deepfake as _registers_custom_layers  # noqa: F401
 
@@ -268,11 +267,8 @@ def score_table(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
 
 
 def read_face_image(path: str) -> np.ndarray:
-  """A prepared face crop as uint8 RGB; a file that does not decode is a DataError."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    raise DataError(f"Frame {path!r} cannot be decoded as an image (corrupt or not an image).")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+  """A prepared face crop as uint8 RGB (`images.read`); one that does not decode is a DataError."""
+  return images.read(path, channels=3)
 
 
 def source_videos(csv_path: str, names: Sequence[str]) -> tuple[list[str], list[str]]:

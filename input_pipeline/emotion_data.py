@@ -17,12 +17,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image
 from sklearn import model_selection
 
 from common.data_locations import DEFAULT_FER2013_DIR
 from common.errors import DataError
-from input_pipeline import fer2013, synthetic_faces, tfrecords
+from input_pipeline import fer2013, images, synthetic_faces, tfrecords
 from input_pipeline.fer2013 import LabelledImages
 
 SOURCES = ("auto", "folder", "csv", "synthetic", "tfrecord")
@@ -277,8 +276,7 @@ def _decode_folder(
 def _header(path: str) -> tuple[tuple[int, int], bool] | None:
   """`((height, width), grayscale)` from the file header, without decoding pixels."""
   try:
-    with Image.open(path) as image:
-      return (image.height, image.width), image.mode in fer2013.GRAYSCALE_MODES
+    return images.header(path)
   except Exception:  # Undecodable: skipped when decoding, so it does not count.
     return None
 

@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 import pandas as pd
 from absl import logging
-from PIL import Image
 
 from common import labels as labels_lib
 from common.errors import DataError
+from input_pipeline import images as images_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
@@ -97,22 +97,13 @@ def find_split_dirs(root: str) -> dict[str, str]:
   return found
 
 
-# PIL modes read as one grayscale channel; every other mode is read as RGB.
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
 def _decode(path: str) -> tuple[np.ndarray | None, str]:
-  """Decodes one image to uint8 `[h, w, 1 or 3]`; returns (None, reason) on failure."""
+  """Decodes one image to uint8 `[h, w, 1 or 3]` (`images.decode`); (None, reason) on failure."""
   try:
-    with Image.open(path) as image:
-      image.load()  # Raises on truncated files, which `open` alone does not.
-      grayscale = image.mode in GRAYSCALE_MODES
-      array = np.asarray(image.convert("L" if grayscale else "RGB"))
-  except Exception as error:  # PIL raises many types for bad files.
+    with open(path, "rb") as file:
+      return images_lib.decode(file.read()), ""
+  except Exception as error:  # Pillow raises many types for bad files.
     return None, f"{type(error).__name__}: {error}"
-  if array.ndim == 2:
-    array = array[..., None]
-  return array, ""
 
 
 def conform(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
