@@ -44,7 +44,7 @@ def checked_input(
   ok = right_rank & tf.reduce_all(padded >= 1)
   if valid is not None:
     ok &= valid(padded)
-  check = tf.debugging.Assert(ok, [f"{name}: expected {expected}; got shape", shape])
+  check = tf.debugging.Assert(ok, [f"{name}: expected {expected}; got shape", shape], summarize=16)
   with tf.control_dependencies([check]):
     tensor = tf.identity(tensor)
   return tf.ensure_shape(tensor, [None] * rank)

@@ -145,7 +145,7 @@ def load(config: ml_collections.ConfigDict, default_dir: str) -> EmotionData:
     description = f"FER2013 CSV {path}"
   else:
     splits = {
-      split: fer2013.read_image_folder(split_dir, class_names, data.image_size)
+      split: fer2013.read_image_folder(split_dir, class_names, data.image_size, split=split)
       for split, split_dir in fer2013.find_split_dirs(path).items()
     }
     description = f"FER2013 folders {path}"
@@ -331,6 +331,7 @@ def shard_records(
   for split, split_dir in split_dirs.items():
     paths, labels = fer2013.list_image_folder(split_dir, data.class_names)
     paths, labels, shapes[split] = _readable_and_shape(paths, labels, data.image_size, split_dir)
+    fer2013.check_class_counts(labels, data.class_names, split, split_dir)
     listed[split] = (paths, labels)
   description = f"FER2013 folders {path}"
   if "validation" not in listed:

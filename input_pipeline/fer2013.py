@@ -173,6 +173,34 @@ def list_image_folder(split_dir: str, class_names: Sequence[str]) -> tuple[list[
   return paths, np.asarray(class_ids, np.int32)
 
 
+def check_class_counts(
+  labels: np.ndarray, class_names: Sequence[str], split: str, where: str
+) -> None:
+  """A class without images is an error in the training split and a warning elsewhere.
+
+  Training without a class would fit a model that never predicts it, silently;
+  a validation or test split without one only makes its per-class figures
+  empty, so it is reported, with the counts, and allowed.
+
+  Raises:
+    DataError: `split` is `train` and a class has no image.
+  """
+  counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+  empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+  if not empty:
+    return
+  per_class = ", ".join(f"{n} {c}" for n, c in zip(class_names, counts, strict=True))
+  if split == "train":
+    raise DataError(
+      f"{where}: no training image of class(es) {empty} (images per class: {per_class}); "
+      "a model cannot learn a class it never sees: add training images of it (emotion: "
+      "or remove it from config.data.class_names)."
+    )
+  logging.warning(
+    "%s: no %s image of class(es) %s (images per class: %s).", where, split, empty, per_class
+  )
+
+
 def decode_images(
   paths: Sequence[str], num_workers: int | None = None
 ) -> list[tuple[np.ndarray | None, str]]:
@@ -199,6 +227,7 @@ def read_image_folder(
   class_names: Sequence[str],
   image_size: int = 96,
   num_workers: int | None = None,
+  split: str = "train",
 ) -> LabelledImages:
   """Reads `split_dir/<class>/*` into memory.
 
@@ -208,10 +237,12 @@ def read_image_folder(
     image_size: images are resized to this square size only if they do not
       all have the same size already.
     num_workers: decoding threads (PIL releases the GIL while decoding).
+    split: which split this is: a class without (decodable) images is an
+      error for `train`, a warning for the others (`check_class_counts`).
 
   Raises:
     DataError: the folder is missing, holds an unknown class folder, or has no
-      decodable image.
+      decodable image, or a training class has none.
   """
   paths, class_ids = list_image_folder(split_dir, class_names)
   decoded = decode_images(paths, num_workers)
@@ -219,6 +250,7 @@ def read_image_folder(
   kept = [i for i, (a, _) in enumerate(decoded) if a is not None]
   if not kept:
     raise DataError(f"None of the {len(paths)} image files in {split_dir!r} could be decoded.")
+  check_class_counts(class_ids[kept], class_names, split, split_dir)
   images = _stack([decoded[i][0] for i in kept], image_size, split_dir)
   return LabelledImages(images, class_ids[kept])
 
@@ -290,6 +322,7 @@ def read_fer2013_csv(
     rows = (usage == usage_name).to_numpy()
     if rows.any():
       splits[split] = LabelledImages(images[rows], ours[rows])
+      check_class_counts(ours[rows], class_names, split, f"{csv_path} (Usage {usage_name})")
   if "train" not in splits:
     raise DataError(f"{csv_path}: no rows with Usage 'Training'.")
   return splits
