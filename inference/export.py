@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -28,7 +28,11 @@ BYTES_EXPECTED = "string [batch >= 1] of encoded image files"
 
 
 def checked_input(
-  tensor: tf.Tensor, name: str, expected: str, rank: int, valid: Any = None
+  tensor: tf.Tensor,
+  name: str,
+  expected: str,
+  rank: int,
+  valid: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> tf.Tensor:
   """`tensor` after in-graph checks of its rank and sizes, with a static rank.
 

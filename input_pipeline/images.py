@@ -47,6 +47,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The formats `decode_tf` reads, for messages.
 GRAPH_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 _EXIF_ORIENTATION_TAG = 0x0112
+# Pillow's names for JPEG files (MPO: a phone's multi-picture JPEG, decoded as JPEG by TF).
+_JPEG_FORMATS = ("JPEG", "MPO")
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -83,7 +85,7 @@ def _decode_16bit_png(data: bytes, colour_type: int) -> np.ndarray:
 
 def _decode_pil(image: Image.Image) -> np.ndarray:
   """A loaded Pillow image -> uint8 `[h, w, 1]` (grey modes) or `[h, w, 3]`."""
-  if image.format == "JPEG":
+  if image.format in _JPEG_FORMATS:
     image = ImageOps.exif_transpose(image)  # Phone photos are stored sideways.
   mode = image.mode
   if mode in _SIXTEEN_BIT_MODES:
@@ -145,7 +147,7 @@ def header(path: str) -> tuple[tuple[int, int], bool]:
     png = _png_header(file.read(26))
   with Image.open(path) as image:
     height, width = image.height, image.width
-    if image.format == "JPEG" and image.getexif().get(_EXIF_ORIENTATION_TAG) in (5, 6, 7, 8):
+    if image.format in _JPEG_FORMATS and image.getexif().get(_EXIF_ORIENTATION_TAG) in (5, 6, 7, 8):
       height, width = width, height
     grayscale = image.mode in GRAYSCALE_MODES
   if png is not None and png[0] == 16:

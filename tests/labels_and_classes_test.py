@@ -14,6 +14,7 @@ from common.errors import DataError
 from configs import deepfake as deepfake_config
 from configs import emotion as emotion_config
 from input_pipeline import deepfake_data, emotion_data, fer2013, video_datasets
+from tools import write_tfrecords
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +49,10 @@ def test_a_training_class_without_images_is_an_error(tmp_path, how):
   config.data.source, config.data.dir = "folder", root
   with pytest.raises(DataError, match=r"images per class: angry 2, disgust 0, fear 2"):
     emotion_data.load(config, "x")
+  output = tmp_path / "shards"
   with pytest.raises(DataError, match=r"no training image of class\(es\) \['disgust'\]"):
-    emotion_data.shard_records(config, "raw")  # the shard writer refuses before writing
+    write_tfrecords.write_tfrecords(config, str(output))
+  assert not output.exists() and not os.path.exists(f"{output}.partial")
   assert _files(root) == before
 
 
@@ -106,8 +109,10 @@ def _labels_csv(tmp_path, lines):
 )
 def test_conflicting_rows_of_one_video_are_an_error_naming_both_lines(tmp_path, lines, message):
   path = _labels_csv(tmp_path, lines)
+  before = open(path).read()
   with pytest.raises(DataError, match=message):
     deepfake_data.read_labels_csv(path)
+  assert open(path).read() == before
 
 
 def test_identical_repeated_rows_are_kept_once_with_a_warning(tmp_path, caplog):
