@@ -77,6 +77,19 @@ def clip_indices(num_available: int, num_frames: int, max_clips: int) -> np.ndar
   return positions.reshape(num_frames, num_clips).T
 
 
+def _export_num_frames(signature: tf.types.experimental.ConcreteFunction) -> int:
+  """Frames per clip of a deepfake export, from its `temporal_attention` `[batch, frames]`.
+
+  Its `clips` input is declared of unknown rank (so that a bad request gets
+  the graph's message, `export.checked_input`); exports written before that
+  declare `[batch, frames, h, w, 3]`.
+  """
+  clips = signature.structured_input_signature[1]["clips"].shape
+  if clips.rank == 5 and clips[1] is not None:
+    return int(clips[1])
+  return int(signature.structured_outputs["temporal_attention"].shape[1])
+
+
 class ClipScorer:
   """Probability of fake per clip, from a SavedModel export or a `.keras` checkpoint.
 
@@ -97,7 +110,7 @@ class ClipScorer:
           f"{model_path}: serving_default takes {list(spec)}; expected a deepfake export "
           "taking 'clips'."
         )
-      self.num_frames = int(spec["clips"].shape[1])
+      self.num_frames = _export_num_frames(signature)
       self.frame_size = None  # The export resizes any frame size itself.
       self._loaded = loaded  # Keeps the signature's variables alive.
       self._predict = lambda clips: signature(clips=tf.constant(clips))["probability_fake"]

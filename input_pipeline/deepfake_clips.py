@@ -32,7 +32,7 @@ def find_undecodable_frame(*video_sets: Videos) -> tuple[str, str] | None:
     for paths in videos.frame_paths or []:
       for path in paths:
         try:
-          images.decode_tf(tf.io.read_file(path), channels=3, name=path)
+          images.decode_tf(tf.io.read_file(path), channels=3, name="frame")
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
           return path, error.message.splitlines()[0] if error.message else type(error).__name__
   return None

@@ -238,9 +238,12 @@ def decode_tf(encoded: tf.Tensor, channels: int = 3, name: str = "image") -> tf.
     raise ValueError(f"channels={channels}; expected 1 or 3.")
   encoded = tf.convert_to_tensor(encoded, tf.string)
   kind = graph_format(encoded)
+  # The first bytes as numbers: raw bytes in the message would not be UTF-8.
+  first = tf.io.decode_raw(tf.strings.substr(encoded + b"\0" * 8, 0, 8), tf.uint8)
   check = tf.debugging.Assert(
     kind > 0,
-    [f"{name}: not a {GRAPH_FORMATS} file; the first bytes are", tf.strings.substr(encoded, 0, 8)],
+    [f"{name}: not a {GRAPH_FORMATS} file; its first bytes (padded with 0) are", first],
+    summarize=8,
   )
   with tf.control_dependencies([check]):
     kind = tf.identity(kind)

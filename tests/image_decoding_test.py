@@ -179,7 +179,8 @@ def test_tensorflow_own_decode_truncates_16_bit_which_ours_rounds():
 def test_formats_the_graph_cannot_decode_are_refused_by_name():
   tiff = _pil(Image.fromarray(_BASE), "TIFF")
   np.testing.assert_array_equal(images.decode(tiff, 3), _BASE)  # Python reads it
-  for data in (tiff, b"", b"not an image at all"):
+  # Bytes that are not UTF-8 still give a readable message (they are printed as numbers).
+  for data in (tiff, b"", b"not an image at all", b"\xff\xd8 \x80\xfe not a JPEG"):
     with pytest.raises(tf.errors.InvalidArgumentError, match="frame: not a JPEG, PNG, GIF, BMP"):
       images.decode_tf(tf.constant(data), name="frame")
 

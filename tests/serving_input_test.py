@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from inference import export
+from inference import export, video_scoring
 from keras_models import deepfake
 
 NUM_FRAMES, FRAME_SIZE = 2, 32
@@ -74,7 +74,20 @@ BAD_REQUESTS = [
   ("emotion", "serving_bytes", "image_bytes", np.zeros((0,), object), BYTES + r".*\[0\]"),
   ("emotion", "serving_bytes", "image_bytes", np.array([b"not an image"], object), NOT_AN_IMAGE),
   ("emotion", "serving_bytes", "image_bytes", np.array([_png(), b""], object), NOT_AN_IMAGE),
-  ("emotion", "serving_bytes", "image_bytes", np.array([_tiff()], object), NOT_AN_IMAGE),
+  (
+    "emotion",
+    "serving_bytes",
+    "image_bytes",
+    np.array([_tiff()], object),
+    NOT_AN_IMAGE + r".*\[73 73 42 0",
+  ),
+  (
+    "emotion",
+    "serving_bytes",
+    "image_bytes",
+    np.array([b"\xff\xd8 \x80"], object),
+    NOT_AN_IMAGE + r".*\[255 216 32 128 0 0 0 0\]",
+  ),
   (
     "deepfake",
     "serving_default",
@@ -129,3 +142,5 @@ def test_valid_requests_are_served_as_before(tiny_model, detector_export):
   out = tf.saved_model.load(detector_export).signatures["serving_default"](clips=clips)
   assert out["probability_fake"].shape == (3,)
   assert out["temporal_attention"].shape == (3, NUM_FRAMES)
+  # Tools read the frame count from the export (its input is of unknown rank).
+  assert video_scoring.ClipScorer(detector_export).num_frames == NUM_FRAMES
