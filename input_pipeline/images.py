@@ -167,7 +167,12 @@ def _exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
   """
   head = tf.strings.substr(encoded, 0, 1 << 16)
   parts = tf.strings.split(tf.reshape(head, [1]), sep="Exif\x00\x00", maxsplit=1).flat_values
-  tiff = tf.cond(tf.size(parts) > 1, lambda: parts[-1], lambda: tf.constant(b""))
+  # Most frames carry no EXIF: they skip the parse.
+  return tf.cond(tf.size(parts) > 1, lambda: _ifd0_orientation(parts[-1]), lambda: 1)
+
+
+def _ifd0_orientation(tiff: tf.Tensor) -> tf.Tensor:
+  """Tag 0x0112 of IFD0 in a TIFF header's bytes (int32; 1 when absent or invalid)."""
   size = 1 << 14
   raw = tf.cast(tf.io.decode_raw(tf.strings.substr(tiff, 0, size), tf.uint8), tf.int32)
   available = tf.shape(raw)[0]
@@ -250,7 +255,8 @@ def decode_tf(encoded: tf.Tensor, channels: int = 3, name: str = "image") -> tf.
 
   def jpeg() -> tf.Tensor:
     image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
-    return _orient(image, _exif_orientation(encoded))
+    orientation = _exif_orientation(encoded)
+    return tf.cond(orientation > 1, lambda: _orient(image, orientation), lambda: image)
 
   def png() -> tf.Tensor:
     wide = tf.cast(tf.io.decode_png(encoded, channels=3, dtype=tf.uint16), tf.int32)
