@@ -23,11 +23,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image, ImageOps
 
 from common import io_utils, model_metadata
 from common.errors import DataError
 from inference import tflite
+from input_pipeline import images
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS
 
@@ -216,18 +216,12 @@ def read_image(path: str) -> np.ndarray:
   Raises:
     DataError: the file cannot be decoded, with the decoder's message.
   """
-  try:
-    with Image.open(path) as image:
-      image = ImageOps.exif_transpose(image)  # Phone photos are stored sideways.
-      return np.asarray(image.convert("RGB"))
-  except Exception as error:  # PIL raises many types for bad files.
-    raise DataError(f"{path}: cannot decode image ({type(error).__name__}: {error}).") from error
+  return images.read(path, channels=3)
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:
   """RGB -> luma replicated to 3 channels, as the grayscale FER2013 images enter the model."""
-  gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  return np.repeat(gray[..., None], 3, axis=-1)
+  return np.repeat(images.luma(image), 3, axis=-1)
 
 
 def whole_image_face(image: np.ndarray) -> Face:

@@ -10,17 +10,48 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from common import io_utils, labels, model_metadata
+from input_pipeline import images as images_lib
 from input_pipeline.images import resize_to_uint8
 from keras_models import deepfake as deepfake_model
 
 BYTES_SIGNATURE = "serving_bytes"
+# What each signature's input must be, in the messages a bad request gets.
+IMAGES_EXPECTED = "uint8 [batch >= 1, height >= 1, width >= 1, channels 1 or 3]"
+BYTES_EXPECTED = "string [batch >= 1] of encoded image files"
+
+
+def checked_input(
+  tensor: tf.Tensor,
+  name: str,
+  expected: str,
+  rank: int,
+  valid: Callable[[tf.Tensor], tf.Tensor] | None = None,
+) -> tf.Tensor:
+  """`tensor` after in-graph checks of its rank and sizes, with a static rank.
+
+  The signatures are declared of unknown rank, so that a request of the wrong
+  rank reaches this check and TF Serving answers with its message (`name:
+  expected ...; got shape [...]`) rather than a placeholder error. Every
+  dimension must be at least 1 (no empty batch or zero-sized image);
+  `valid(shape)` adds conditions on the shape (rank `rank`).
+  """
+  shape = tf.shape(tensor)
+  right_rank = tf.equal(tf.size(shape), rank)
+  padded = tf.concat([shape, tf.zeros([rank], tf.int32)], 0)[:rank]  # Indexable at any rank.
+  ok = right_rank & tf.reduce_all(padded >= 1)
+  if valid is not None:
+    ok &= valid(padded)
+  check = tf.debugging.Assert(ok, [f"{name}: expected {expected}; got shape", shape], summarize=16)
+  with tf.control_dependencies([check]):
+    tensor = tf.identity(tensor)
+  return tf.ensure_shape(tensor, [None] * rank)
 
 
 def export_image_classifier(
@@ -30,11 +61,14 @@ def export_image_classifier(
 
   `serving_default`: `images` uint8 `[batch, height, width, channels]` (any
   height and width, 1 or 3 channels). `serving_bytes`: `image_bytes` string
-  `[batch]`, encoded JPEG, PNG, BMP or GIF files (what TF Serving's REST API
-  delivers for `{"b64": ...}` values: it decodes base64 for inputs whose name
-  ends in `_bytes`); each is decoded to RGB and resized to `image_size`, so
-  the files may differ in size. Both return `probabilities` float32 `[batch,
-  num_classes]` and `labels` string `[batch]` (the most probable class name).
+  `[batch]`, encoded JPEG, PNG, GIF, BMP or WebP files (what TF Serving's REST
+  API delivers for `{"b64": ...}` values: it decodes base64 for inputs whose
+  name ends in `_bytes`); each is decoded to RGB by `images.decode_tf` (the
+  pixels training decodes) and resized to `image_size`, so the files may
+  differ in size. Both return `probabilities` float32 `[batch, num_classes]`
+  and `labels` string `[batch]` (the most probable class name). A wrong rank,
+  channel count, empty batch, zero-sized image or undecodable file is refused
+  with a message naming the input and what it expects (`checked_input`).
 
   Returns:
     `export_dir`.
@@ -48,22 +82,25 @@ def export_image_classifier(
       "labels": tf.gather(names, tf.argmax(probabilities, axis=-1)),
     }
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
   def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-    channels = tf.shape(images)[-1]
-    check = tf.debugging.Assert(
-      tf.logical_or(tf.equal(channels, 1), tf.equal(channels, 3)),
-      ["images must have 1 (grayscale) or 3 (RGB) channels; got shape", tf.shape(images)],
+    images = checked_input(
+      images,
+      "images",
+      IMAGES_EXPECTED,
+      rank=4,
+      valid=lambda shape: tf.equal(shape[3], 1) | tf.equal(shape[3], 3),
     )
-    with tf.control_dependencies([check]):
-      images = tf.identity(images)
+    channels = tf.shape(images)[-1]
     images = tf.cond(tf.equal(channels, 1), lambda: tf.tile(images, [1, 1, 1, 3]), lambda: images)
     return classify(tf.ensure_shape(images, [None, None, None, 3]))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")])
   def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+    image_bytes = checked_input(image_bytes, "image_bytes", BYTES_EXPECTED, rank=1)
+
     def decode(encoded: tf.Tensor) -> tf.Tensor:
-      image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+      image = images_lib.decode_tf(encoded, channels=3, name="image_bytes")
       return resize_to_uint8(image, image_size, antialias=True)  # as the model's Resizing
 
     images = tf.map_fn(
@@ -87,14 +124,25 @@ def export_detector(
   frame_size: int,
   class_names: Sequence[str] = labels.DEEPFAKE_CLASSES,
 ) -> str:
-  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps."""
+  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps.
+
+  A wrong rank, frame count or channel count, an empty batch or zero-sized
+  frames are refused with a message naming `clips` and its expected shape.
+  """
   explainer = deepfake_model.build_explainer(model)
   num_frames = model.input.shape[1]
+  expected = f"uint8 [batch >= 1, {num_frames} frames, height >= 1, width >= 1, 3 channels]"
 
-  @tf.function(
-    input_signature=[tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="clips")]
-  )
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="clips")])
   def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
+    clips = checked_input(
+      clips,
+      "clips",
+      expected,
+      rank=5,
+      valid=lambda shape: tf.equal(shape[1], num_frames) & tf.equal(shape[4], 3),
+    )
+    clips = tf.ensure_shape(clips, [None, num_frames, None, None, 3])
     shape = tf.shape(clips)
     frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
     frames = resize_to_uint8(frames, frame_size)  # as the training frames

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from absl import logging
 from sklearn import metrics as sk_metrics
 
 from common.errors import DataError
-from input_pipeline import deepfake_data, face_detection, face_tracking, video_io
+from input_pipeline import deepfake_data, face_detection, face_tracking, images, video_io
 from input_pipeline.images import resize_to_uint8
 from keras_models import deepfake as _registers_custom_layers  # noqa: F401
 
@@ -78,6 +77,19 @@ def clip_indices(num_available: int, num_frames: int, max_clips: int) -> np.ndar
   return positions.reshape(num_frames, num_clips).T
 
 
+def _export_num_frames(signature: tf.types.experimental.ConcreteFunction) -> int:
+  """Frames per clip of a deepfake export, from its `temporal_attention` `[batch, frames]`.
+
+  Its `clips` input is declared of unknown rank (so that a bad request gets
+  the graph's message, `export.checked_input`); exports written before that
+  declare `[batch, frames, h, w, 3]`.
+  """
+  clips = signature.structured_input_signature[1]["clips"].shape
+  if clips.rank == 5 and clips[1] is not None:
+    return int(clips[1])
+  return int(signature.structured_outputs["temporal_attention"].shape[1])
+
+
 class ClipScorer:
   """Probability of fake per clip, from a SavedModel export or a `.keras` checkpoint.
 
@@ -98,7 +110,7 @@ class ClipScorer:
           f"{model_path}: serving_default takes {list(spec)}; expected a deepfake export "
           "taking 'clips'."
         )
-      self.num_frames = int(spec["clips"].shape[1])
+      self.num_frames = _export_num_frames(signature)
       self.frame_size = None  # The export resizes any frame size itself.
       self._loaded = loaded  # Keeps the signature's variables alive.
       self._predict = lambda clips: signature(clips=tf.constant(clips))["probability_fake"]
@@ -268,11 +280,8 @@ def score_table(rows: Sequence[dict[str, object]]) -> pd.DataFrame:
 
 
 def read_face_image(path: str) -> np.ndarray:
-  """A prepared face crop as uint8 RGB; a file that does not decode is a DataError."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    raise DataError(f"Frame {path!r} cannot be decoded as an image (corrupt or not an image).")
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+  """A prepared face crop as uint8 RGB (`images.read`); one that does not decode is a DataError."""
+  return images.read(path, channels=3)
 
 
 def source_videos(csv_path: str, names: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import tfrecords
+from input_pipeline import images, tfrecords
 from input_pipeline.images import resize_to_uint8
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def find_undecodable_frame(*video_sets: Videos) -> tuple[str, str] | None:
     for paths in videos.frame_paths or []:
       for path in paths:
         try:
-          tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+          images.decode_tf(tf.io.read_file(path), channels=3, name="frame")
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
           return path, error.message.splitlines()[0] if error.message else type(error).__name__
   return None
@@ -133,7 +133,7 @@ def frame_loader(videos: Videos, size: int):
   paths = tf.ragged.constant(videos.frame_paths)
 
   def decode(path: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = images.decode_tf(tf.io.read_file(path), channels=3, name="frame")
     return resize_to_uint8(image, size)
 
   def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:

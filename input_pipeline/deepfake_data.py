@@ -35,7 +35,7 @@ from common.errors import DataError
 from common.labels import DEEPFAKE_CLASSES
 from input_pipeline import synthetic_clips, tfrecords
 from input_pipeline.deepfake_clips import find_undecodable_frame, frame_loader
-from input_pipeline.fer2013 import IMAGE_EXTENSIONS
+from input_pipeline.fer2013 import IMAGE_EXTENSIONS, check_class_counts
 
 # Columns of a shards directory's `<split>.csv`, one row per record.
 _INDEX_COLUMNS = ("index", "video", "label", "group", "num_frames")
@@ -100,13 +100,63 @@ def parse_label(value: str, row: int, csv_path: str) -> int:
   return label
 
 
+def drop_duplicate_rows(table: pd.DataFrame, key: str, csv_path: str) -> pd.DataFrame:
+  """`table` with each `key` once: conflicting repeats are an error, identical ones a warning.
+
+  The same video listed twice with different labels (or groups, splits, ...)
+  would train on both answers; which line is right only the user knows, so
+  both lines are named. A repeat identical to its first row (labels compared
+  as 0/1, so `1` and `FAKE` agree; keys compared as normalised paths) only
+  counts the video twice: the first row is kept, with a warning. The index
+  keeps the rows' positions in the file, for line numbers (`index + 2`).
+
+  Raises:
+    DataError: two rows of one key differ, naming both lines and the fields.
+  """
+  first_of: dict[str, tuple[int, dict[str, object]]] = {}
+  keep, repeats = [], []
+  for row, record in zip(table.index, table.to_dict("records"), strict=True):
+    name = os.path.normpath(str(record[key]).strip())
+    values = {c: str(v).strip() for c, v in record.items() if c != key}
+    parsed = label_from_text(values.get("label", ""))
+    if parsed is not None:
+      values["label"] = parsed
+    if name not in first_of:
+      first_of[name] = (row, values)
+      keep.append(row)
+      continue
+    first_row, first = first_of[name]
+    differing = [c for c in values if values[c] != first[c]]
+    if differing:
+      detail = "; ".join(
+        f"{c} {table.at[first_row, c]!r} vs {table.at[row, c]!r}" for c in differing
+      )
+      raise DataError(
+        f"{csv_path}, lines {first_row + 2} and {row + 2}: {key} {record[key]!r} is listed "
+        f"twice with different values ({detail}); keep one of the two rows."
+      )
+    repeats.append((first_row, row, record[key]))
+  if repeats:
+    logging.warning(
+      "%s: %d repeated row(s) identical to an earlier one ignored, e.g. lines %d and %d (%s %r).",
+      csv_path,
+      len(repeats),
+      repeats[0][0] + 2,
+      repeats[0][1] + 2,
+      key,
+      repeats[0][2],
+    )
+  return table.loc[keep]
+
+
 def read_labels_csv(csv_path: str, frames_root: str | None = None) -> Videos:
   """Reads a labels CSV and lists each video's frames.
 
   Raises:
     DataError: the CSV is missing or lacks a column, a label or split is
-      invalid, or a row names a frames folder that is missing or holds no
-      image.
+      invalid, a row names a frames folder that is missing or holds no
+      image, or a video is listed twice with different values
+      (`drop_duplicate_rows`).
   """
   if not os.path.isfile(csv_path):
     raise DataError(f"Labels CSV {csv_path!r} does not exist.")
@@ -118,8 +168,9 @@ def read_labels_csv(csv_path: str, frames_root: str | None = None) -> Videos:
       f"{csv_path}: missing column(s) {missing}; expected video,label[,group][,split], "
       f"found {list(frame.columns)}."
     )
+  frame = drop_duplicate_rows(frame, "video", csv_path)
   names, labels, groups, splits, paths = [], [], [], [], []
-  for row, record in enumerate(frame.to_dict("records")):
+  for row, record in zip(frame.index, frame.to_dict("records"), strict=True):
     folder = os.path.join(frames_root, record["video"])
     if not os.path.isdir(folder):
       raise DataError(
@@ -269,6 +320,10 @@ def load(config: ml_collections.ConfigDict) -> DeepfakeData:
         videos.labels, videos.groups, data.validation_fraction, config.seed
       )
       result = DeepfakeData(videos.subset(keep), videos.subset(held_out), None, data.labels_csv)
+    for split in ("train", "validation", "test"):
+      if (part := getattr(result, split)) is not None:
+        where = f"{data.labels_csv} ({split} videos, subset_fraction {data.subset_fraction:g})"
+        check_class_counts(part.labels, DEEPFAKE_CLASSES, split, where)
   for split in ("train", "validation"):
     part = getattr(result, split)
     logging.info(

@@ -17,12 +17,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from PIL import Image
 from sklearn import model_selection
 
 from common.data_locations import DEFAULT_FER2013_DIR
 from common.errors import DataError
-from input_pipeline import fer2013, synthetic_faces, tfrecords
+from input_pipeline import fer2013, images, synthetic_faces, tfrecords
 from input_pipeline.fer2013 import LabelledImages
 
 SOURCES = ("auto", "folder", "csv", "synthetic", "tfrecord")
@@ -146,7 +145,7 @@ def load(config: ml_collections.ConfigDict, default_dir: str) -> EmotionData:
     description = f"FER2013 CSV {path}"
   else:
     splits = {
-      split: fer2013.read_image_folder(split_dir, class_names, data.image_size)
+      split: fer2013.read_image_folder(split_dir, class_names, data.image_size, split=split)
       for split, split_dir in fer2013.find_split_dirs(path).items()
     }
     description = f"FER2013 folders {path}"
@@ -277,8 +276,7 @@ def _decode_folder(
 def _header(path: str) -> tuple[tuple[int, int], bool] | None:
   """`((height, width), grayscale)` from the file header, without decoding pixels."""
   try:
-    with Image.open(path) as image:
-      return (image.height, image.width), image.mode in fer2013.GRAYSCALE_MODES
+    return images.header(path)
   except Exception:  # Undecodable: skipped when decoding, so it does not count.
     return None
 
@@ -333,6 +331,7 @@ def shard_records(
   for split, split_dir in split_dirs.items():
     paths, labels = fer2013.list_image_folder(split_dir, data.class_names)
     paths, labels, shapes[split] = _readable_and_shape(paths, labels, data.image_size, split_dir)
+    fer2013.check_class_counts(labels, data.class_names, split, split_dir)
     listed[split] = (paths, labels)
   description = f"FER2013 folders {path}"
   if "validation" not in listed:

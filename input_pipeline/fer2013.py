@@ -31,10 +31,10 @@ import cv2
 import numpy as np
 import pandas as pd
 from absl import logging
-from PIL import Image
 
 from common import labels as labels_lib
 from common.errors import DataError
+from input_pipeline import images as images_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CSV_COLUMNS = ("emotion", "pixels", "Usage")
@@ -97,22 +97,13 @@ def find_split_dirs(root: str) -> dict[str, str]:
   return found
 
 
-# PIL modes read as one grayscale channel; every other mode is read as RGB.
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
 def _decode(path: str) -> tuple[np.ndarray | None, str]:
-  """Decodes one image to uint8 `[h, w, 1 or 3]`; returns (None, reason) on failure."""
+  """Decodes one image to uint8 `[h, w, 1 or 3]` (`images.decode`); (None, reason) on failure."""
   try:
-    with Image.open(path) as image:
-      image.load()  # Raises on truncated files, which `open` alone does not.
-      grayscale = image.mode in GRAYSCALE_MODES
-      array = np.asarray(image.convert("L" if grayscale else "RGB"))
-  except Exception as error:  # PIL raises many types for bad files.
+    with open(path, "rb") as file:
+      return images_lib.decode(file.read()), ""
+  except Exception as error:  # Pillow raises many types for bad files.
     return None, f"{type(error).__name__}: {error}"
-  if array.ndim == 2:
-    array = array[..., None]
-  return array, ""
 
 
 def conform(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -182,6 +173,34 @@ def list_image_folder(split_dir: str, class_names: Sequence[str]) -> tuple[list[
   return paths, np.asarray(class_ids, np.int32)
 
 
+def check_class_counts(
+  labels: np.ndarray, class_names: Sequence[str], split: str, where: str
+) -> None:
+  """A class without images is an error in the training split and a warning elsewhere.
+
+  Training without a class would fit a model that never predicts it, silently;
+  a validation or test split without one only makes its per-class figures
+  empty, so it is reported, with the counts, and allowed.
+
+  Raises:
+    DataError: `split` is `train` and a class has no image.
+  """
+  counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+  empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+  if not empty:
+    return
+  per_class = ", ".join(f"{n} {c}" for n, c in zip(class_names, counts, strict=True))
+  if split == "train":
+    raise DataError(
+      f"{where}: no training image of class(es) {empty} (images per class: {per_class}); "
+      "a model cannot learn a class it never sees: add training images of it (emotion: "
+      "or remove it from config.data.class_names)."
+    )
+  logging.warning(
+    "%s: no %s image of class(es) %s (images per class: %s).", where, split, empty, per_class
+  )
+
+
 def decode_images(
   paths: Sequence[str], num_workers: int | None = None
 ) -> list[tuple[np.ndarray | None, str]]:
@@ -208,6 +227,7 @@ def read_image_folder(
   class_names: Sequence[str],
   image_size: int = 96,
   num_workers: int | None = None,
+  split: str = "train",
 ) -> LabelledImages:
   """Reads `split_dir/<class>/*` into memory.
 
@@ -217,10 +237,12 @@ def read_image_folder(
     image_size: images are resized to this square size only if they do not
       all have the same size already.
     num_workers: decoding threads (PIL releases the GIL while decoding).
+    split: which split this is: a class without (decodable) images is an
+      error for `train`, a warning for the others (`check_class_counts`).
 
   Raises:
     DataError: the folder is missing, holds an unknown class folder, or has no
-      decodable image.
+      decodable image, or a training class has none.
   """
   paths, class_ids = list_image_folder(split_dir, class_names)
   decoded = decode_images(paths, num_workers)
@@ -228,6 +250,7 @@ def read_image_folder(
   kept = [i for i, (a, _) in enumerate(decoded) if a is not None]
   if not kept:
     raise DataError(f"None of the {len(paths)} image files in {split_dir!r} could be decoded.")
+  check_class_counts(class_ids[kept], class_names, split, split_dir)
   images = _stack([decoded[i][0] for i in kept], image_size, split_dir)
   return LabelledImages(images, class_ids[kept])
 
@@ -305,6 +328,7 @@ def read_fer2013_csv(
     rows = (usage == usage_name).to_numpy()
     if rows.any():
       splits[split] = LabelledImages(images[rows], ours[rows])
+      check_class_counts(ours[rows], class_names, split, f"{csv_path} (Usage {usage_name})")
   if "train" not in splits:
     raise DataError(f"{csv_path}: no rows with Usage 'Training'.")
   return splits

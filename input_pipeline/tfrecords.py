@@ -39,6 +39,7 @@ from absl import logging
 
 from common import outputs
 from common.errors import DataError
+from input_pipeline import images
 
 MANIFEST = "manifest.json"
 FORMAT = "face-analysis-tfrecord"
@@ -95,7 +96,7 @@ def decode_image(data: tf.Tensor, shape: Sequence[int], encoding: str) -> tf.Ten
   if encoding == "raw":
     image = tf.reshape(tf.io.decode_raw(data, tf.uint8), shape)
   else:
-    image = tf.io.decode_image(data, channels=shape[-1], expand_animations=False)
+    image = images.decode_tf(data, channels=shape[-1], name="TFRecord image")
   return tf.ensure_shape(image, shape)
 
 

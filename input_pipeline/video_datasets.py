@@ -19,7 +19,7 @@ import re
 
 from common import io_utils
 from common.errors import DataError
-from input_pipeline.deepfake_data import label_from_text, parse_label
+from input_pipeline.deepfake_data import drop_duplicate_rows, label_from_text, parse_label
 from input_pipeline.video_io import list_videos
 
 DATASETS = ("dfdc", "ffpp", "celebdf", "csv", "folders")
@@ -112,7 +112,8 @@ def _dfdc_labels_csv(csv_path: str, root: str, catalogue: Catalogue) -> None:
   folder = os.path.dirname(csv_path)
   part = os.path.relpath(folder, root).replace(os.sep, "/")
   part = "" if part == "." else f"{part}/"
-  for row, record in enumerate(table.to_dict("records")):
+  table = drop_duplicate_rows(table, "filename", csv_path)
+  for row, record in zip(table.index, table.to_dict("records"), strict=True):
     label = parse_label(record["label"], row, csv_path)
     path = os.path.join(folder, record["filename"])
     if not os.path.isfile(path):
@@ -346,7 +347,8 @@ def generic_csv(csv_path: str) -> Catalogue:
     )
   folder = os.path.dirname(os.path.abspath(csv_path))
   catalogue = Catalogue([])
-  for row, record in enumerate(table.to_dict("records")):
+  table = drop_duplicate_rows(table, "path", csv_path)
+  for row, record in zip(table.index, table.to_dict("records"), strict=True):
     label = parse_label(record["label"], row, csv_path)
     split = record.get("split", "").strip().lower()
     if split not in ("", "train", "validation", "test"):

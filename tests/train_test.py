@@ -159,15 +159,15 @@ def test_export_serves_in_a_fresh_process(tiny_run):
     assert results[name]["dtype"] == "float32"
     np.testing.assert_allclose(results[name]["sums"], 1.0, rtol=1e-5)
     assert set(results[name]["labels"]) <= set(labels.EMOTION_CLASSES)
-  assert "1 (grayscale) or 3 (RGB) channels" in results["four_channels"]
+  expected = "images: expected uint8 [batch >= 1, height >= 1, width >= 1, channels 1 or 3]"
+  assert expected in results["four_channels"] and "[1 8 8 4]" in results["four_channels"]
   assert "expected to be a uint8 tensor but is a float tensor" in results["float32"]
-  # The signature wrapper does not check ranks; the graph's shape check names
-  # the expected shape.
-  assert "is not compatible with expected shape [?,?,?,3]" in results["rank3"]
+  # The signature is of unknown rank, so the graph's check names the expected shape.
+  assert expected in results["rank3"] and "[8 8 3]" in results["rank3"]
   np.testing.assert_allclose(results["bytes"]["sums"], 1.0, rtol=1e-5)
   assert set(results["bytes"]["labels"]) <= set(labels.EMOTION_CLASSES)
   assert results["bytes_vs_pixels"] < 1e-6
-  assert "Unknown image file format" in results["not_an_image"]
+  assert "image_bytes: not a JPEG, PNG, GIF, BMP or WebP file" in results["not_an_image"]
 
 
 def test_saved_model_cli_shows_both_signatures(tiny_run):
