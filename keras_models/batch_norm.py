@@ -47,23 +47,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else ops.ones((channels,), "float32")
     offset = self.beta if self.center else ops.zeros((channels,), "float32")
-    if training and self.trainable:
-      outputs, moving_mean, moving_variance = tf.compat.v1.nn.fused_batch_norm(
-        inputs,
-        scale,
-        offset,
-        mean=self.moving_mean,
-        variance=self.moving_variance,
-        epsilon=self.epsilon,
-        data_format="NHWC",
-        is_training=True,
-        exponential_avg_factor=1.0 - self.momentum,
-      )
-      # With an averaging factor the kernel returns the updated moving statistics.
-      self.moving_mean.assign(moving_mean)
-      self.moving_variance.assign(moving_variance)
-      return outputs
-    outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+    training = bool(training and self.trainable)
+    outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
       inputs,
       scale,
       offset,
@@ -71,8 +56,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
       variance=self.moving_variance,
       epsilon=self.epsilon,
       data_format="NHWC",
-      is_training=False,
+      is_training=training,
+      exponential_avg_factor=1.0 - self.momentum if training else 1.0,
     )
+    if training:
+      # With an averaging factor the kernel returns the updated moving statistics.
+      self.moving_mean.assign(mean)
+      self.moving_variance.assign(variance)
     return outputs
 
 
