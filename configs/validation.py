@@ -156,6 +156,7 @@ def _check_emotion(c: _Checker) -> None:
   c.integer("data.synthetic.num_test", 0)
   c.integer("data.synthetic.image_size", 8, 4096)
   c.number("data.eval_crop_fraction", 0.0, 1.0, low_open=True)
+  c.number("data.ten_crop_fraction", 0.0, 1.0, low_open=True)
   c.pair("augment.crop_area", 0.0, 1.0, low_open=True)
   c.pair("augment.crop_aspect_ratio", 0.0, 100.0, low_open=True)
   c.pair("augment.color_jitter", 0.0, 1.0, size=4)
@@ -180,6 +181,13 @@ def _check_emotion(c: _Checker) -> None:
   c.integer("schedule.num_epochs", 1)
   c.number("training.label_smoothing", 0.0, 1.0, high_open=True)
   config = c.config
+  ten_crop, eval_crop = config.data.ten_crop_fraction, config.data.eval_crop_fraction
+  if _is_number(ten_crop) and _is_number(eval_crop) and ten_crop > eval_crop + 1e-9:
+    c.problems.append(
+      f"config.data.ten_crop_fraction={ten_crop!r}: expected at most "
+      f"config.data.eval_crop_fraction={eval_crop!r} (the model centre-crops every view to "
+      "that fraction, so a view cannot show more of the image)"
+    )
   if c.has("schedule.num_epochs") and _is_number(config.schedule.warmup_epochs):
     if _is_int(config.schedule.num_epochs) and config.schedule.warmup_epochs > (
       config.schedule.num_epochs

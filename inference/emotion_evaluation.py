@@ -66,13 +66,13 @@ def ten_crop(images: tf.Tensor, crop_size: int) -> tf.Tensor:
   return tf.ensure_shape(stacked, [None, NUM_CROPS, crop_size, crop_size, images.shape[-1]])
 
 
-def ten_crop_fraction(eval_crop_fraction: float) -> float:
-  """Crop side / resized side for a model that centre-crops `eval_crop_fraction` itself.
+def ten_crop_fraction(view_fraction: float, eval_crop_fraction: float) -> float:
+  """Crop side / resized side for views covering `view_fraction` of the image.
 
-  The model crops every ten-crop view again, so the views are cut larger to
-  cover the conventional 87.5% of the image in the end.
+  The model centre-crops `eval_crop_fraction` of every view again, so the
+  views are cut larger to cover `view_fraction` of the image in the end.
   """
-  return min(CROP_FRACTION / eval_crop_fraction, 1.0)
+  return min(view_fraction / eval_crop_fraction, 1.0)
 
 
 def resize_and_ten_crop(
@@ -238,7 +238,7 @@ def evaluate(
   data = emotion_data.load(config, emotion_data.DEFAULT_FER2013_DIR)
   images = select_split(data, split)
   batch_size = config.schedule.batch_size
-  crop_fraction = ten_crop_fraction(config.data.eval_crop_fraction)
+  crop_fraction = ten_crop_fraction(config.data.ten_crop_fraction, config.data.eval_crop_fraction)
   predictions = {"plain": predict_split(classifier, images, len(class_names), batch_size)}
   if use_ten_crop:
     predictions["ten_crop"] = predict_split(
@@ -282,6 +282,7 @@ def evaluate(
   for name, probabilities in predictions.items():
     result = reports.classification_report(true_labels, probabilities, class_names)
     if name == "ten_crop":
+      result["view_fraction"] = config.data.ten_crop_fraction
       result["resize_size"] = ten_crop_resize_size(image_size, crop_fraction)
       result["crop_size"] = image_size
     report[name] = result

@@ -64,21 +64,3 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
       self.moving_mean.assign(mean)
       self.moving_variance.assign(variance)
     return outputs
-
-
-def fuse_batch_norms(model: keras.Model) -> keras.Model:
-  """A copy of a functional `model` whose BatchNormalization layers are fused.
-
-  For models built elsewhere, such as `keras.applications`' EfficientNet:
-  every other layer is rebuilt from its config, and all weights (pretrained
-  ones included) are copied over in order.
-  """
-
-  def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-    if type(layer) is keras.layers.BatchNormalization:
-      return FusedBatchNormalization.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
-
-  fused = keras.models.clone_model(model, clone_function=clone)
-  fused.set_weights(model.get_weights())
-  return fused

@@ -28,8 +28,8 @@ import keras
 import ml_collections
 from keras import ops
 
-from keras_models.batch_norm import fuse_batch_norms
 from keras_models.clip_augment import ClipAugmenter
+from keras_models.fast_kernels import with_fast_kernels
 
 FEATURE_DIM = 1280  # EfficientNetB0's last feature map depth
 KERAS_DROP_CONNECT_RATE = 0.2  # keras.applications' EfficientNet stochastic depth
@@ -153,7 +153,7 @@ def build_frame_encoder(
     backbone = keras.applications.EfficientNetB0(
       include_top=False, weights=weights, input_shape=(frame_size, frame_size, 3)
     )
-    backbone = fuse_batch_norms(backbone)
+    backbone = with_fast_kernels(backbone)
   if batch_norm_momentum is not None:
     for layer in backbone.layers:
       if isinstance(layer, keras.layers.BatchNormalization):

@@ -336,6 +336,11 @@ CASES = [
     ("eval_crop_fraction=1.2", "(0.0, 1.0]"),
   ),
   _config_case(
+    "ten_crop_fraction > eval_crop_fraction",
+    lambda: emotion(**{"data.eval_crop_fraction": 0.9, "data.ten_crop_fraction": 0.95}),
+    ("ten_crop_fraction=0.95", "at most config.data.eval_crop_fraction=0.9"),
+  ),
+  _config_case(
     "erasing_area inverted",
     lambda: emotion(**{"augment.erasing_area": (0.5, 0.1)}),
     ("erasing_area",),

@@ -82,6 +82,7 @@ def test_checkpoint_evaluation_writes_every_report(checkpoint_report):
     assert np.sum(result["confusion_matrix"]) == report["num_images"] == 32
     assert sum(c["support"] for c in result["per_class"].values()) == 32
   assert report["ten_crop"]["crop_size"] == 16 and report["ten_crop"]["resize_size"] == 18
+  assert report["ten_crop"]["view_fraction"] == 0.875
   text = open(os.path.join(output, "classification_report.txt")).read()
   assert "Plain (test, 32 images)" in text and "Ten-crop (test, 32 images)" in text
   for name in ("confusion_matrix.png", "confusion_matrix_ten_crop.png"):
@@ -101,6 +102,27 @@ def test_plain_predictions_are_the_models(tiny_model):
   ten_crop = emotion_evaluation.predict_split(classifier, split, 7, batch_size=2, crop_size=16)
   assert ten_crop.shape == (5, 7)
   np.testing.assert_allclose(ten_crop.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_ten_crop_views_cover_the_configured_fraction():
+  assert emotion_evaluation.ten_crop_fraction(0.875, 1.0) == 0.875
+  # A model that centre-crops 0.95 itself gets views of 0.875 / 0.95 of the resized image.
+  assert emotion_evaluation.ten_crop_fraction(0.875, 0.95) == pytest.approx(0.875 / 0.95)
+  assert emotion_evaluation.ten_crop_fraction(0.95, 0.95) == 1.0
+
+
+def test_full_views_average_each_image_and_its_mirror(tiny_model):
+  config, checkpoint, _ = tiny_model
+  # Images at the model's size, so that no resize rounds them differently.
+  images = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+  split = LabelledImages(images, np.zeros(4, int))
+  classifier = emotion_inference.Classifier(checkpoint)
+  views = emotion_evaluation.predict_split(classifier, split, 7, 2, crop_size=16, crop_fraction=1.0)
+  mirrored = LabelledImages(images[:, :, ::-1].copy(), np.zeros(4, int))
+  plain = emotion_evaluation.predict_split(classifier, split, 7, 2)
+  flipped = emotion_evaluation.predict_split(classifier, mirrored, 7, 2)
+  assert np.abs(plain - flipped).max() > 1e-4  # the mirror images do differ
+  np.testing.assert_allclose(views, (plain + flipped) / 2, atol=2e-5)
 
 
 def test_export_gives_the_checkpoints_results(tiny_model, checkpoint_report, tmp_path):

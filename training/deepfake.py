@@ -30,7 +30,7 @@ from inference import video_scoring
 from input_pipeline import deepfake_clips, deepfake_data, tfrecords
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
-from training import distribution, schedules, summaries
+from training import distribution, optimizers, schedules, summaries
 from training.attention import AttentionSnapshots
 from training.run_paths import RunPaths
 from training.task import Samples, Task, TrainingData
@@ -150,7 +150,7 @@ class DeepfakeTask(Task):
     return deepfake_model.build_model(self.config, dtype_policy, jit_compile)
 
   def optimizer(self, steps_per_epoch: float) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(learning_rate=learning_rate(self.config, steps_per_epoch))
+    return optimizers.FusedAdam(learning_rate=learning_rate(self.config, steps_per_epoch))
 
   def loss(self) -> keras.losses.Loss:
     return keras.losses.CategoricalCrossentropy()

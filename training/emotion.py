@@ -22,7 +22,7 @@ from inference import reports
 from input_pipeline import emotion_data, tfrecords
 from keras_models import emotion as emotion_model
 from keras_models.augment import IMAGENET_MEAN, IMAGENET_STD
-from training import distribution, schedules, summaries
+from training import distribution, optimizers, schedules, summaries
 from training.task import Samples, Task, TrainingData
 
 
@@ -77,7 +77,7 @@ class EmotionTask(Task):
     schedule = schedules.warmup_cosine(
       config.optimizer.learning_rate, total_steps, warmup_steps, config.schedule.min_lr_fraction
     )
-    return keras.optimizers.AdamW(
+    return optimizers.FusedAdamW(
       learning_rate=schedule,
       weight_decay=config.optimizer.weight_decay,
       beta_1=config.optimizer.beta_1,
