@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   # on GPUs, where some kernels lose their fast non-deterministic paths.
   config.training.deterministic = False
   config.training.steps_per_execution = 1  # Train steps per tf.function call.
+  # Polyak averaging: the momentum of an exponential moving average of the
+  # weights, updated every step (0: off). Validation, checkpoints, the test
+  # report and the export use the average; training goes on with the weights.
+  config.training.ema_momentum = 0.0
 
   config.logging = ml_collections.ConfigDict()
   # Progress bar: auto (bar on a terminal, a line per epoch otherwise), or the

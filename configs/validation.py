@@ -146,6 +146,7 @@ def _check_shared(c: _Checker, task: str) -> None:
   c.choice("training.distribution", DISTRIBUTIONS)
   c.check("training.deterministic", lambda v: isinstance(v, bool), "True or False")
   c.integer("training.steps_per_execution", 1)
+  c.number("training.ema_momentum", 0.0, 1.0, high_open=True)
   c.check("logging.verbose", lambda v: v in ("auto", 0, 1, 2, "0", "1", "2"), "auto, 0, 1 or 2")
   c.integer("export.version", 1)
 

@@ -351,6 +351,11 @@ CASES = [
     ("erasing_probability",),
   ),
   _config_case(
+    "ema_momentum of 1",
+    lambda: emotion(**{"training.ema_momentum": 1.0}),
+    ("training.ema_momentum=1.0", "[0.0, 1.0)"),
+  ),
+  _config_case(
     "probability<0",
     lambda: emotion(**{"augment.color_jitter_probability": -0.1}),
     ("color_jitter_probability",),

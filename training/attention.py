@@ -12,7 +12,7 @@ import tensorflow as tf
 from common import io_utils
 from keras_models import deepfake as deepfake_model
 from training import callbacks as callbacks_lib
-from training import summaries
+from training import summaries, weight_averaging
 from training.run_paths import RunPaths
 
 
@@ -58,7 +58,8 @@ class AttentionSnapshots(keras.callbacks.Callback):
   def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
     if self._explainer is None:
       self._explainer = deepfake_model.build_explainer(self.model)
-    outputs = self._explainer(self.clips, training=False)
+    with weight_averaging.averaged_weights(self.model):  # The weights validated.
+      outputs = self._explainer(self.clips, training=False)
     maps = keras.ops.convert_to_numpy(outputs["spatial_attention"])
     fake_probability = keras.ops.convert_to_numpy(outputs["probabilities"])[:, 1]
     panels = [overlay_attention(clip, m) for clip, m in zip(self.clips, maps, strict=True)]

@@ -15,7 +15,7 @@ from absl import logging
 
 from common import io_utils
 from common.errors import ResumeError
-from training import run_record
+from training import run_record, weight_averaging
 
 # Columns of metrics.csv, in order. `epoch` counts completed passes over the
 # training data; `iteration` counts optimizer steps.
@@ -134,6 +134,9 @@ class MetricsCsvLogger(keras.callbacks.Callback):
 class AtomicModelCheckpoint(keras.callbacks.Callback):
   """Saves the whole model (with optimizer state) as `.keras`.
 
+  With weight averaging the saved weights are the average and the optimizer's
+  average slots hold the trained weights (`training.weight_averaging`).
+
   Ours because `keras.callbacks.ModelCheckpoint` saves in place, so a crash
   mid-save leaves a truncated checkpoint, and its integer `save_freq` counts
   batches since `fit` began, not optimizer iterations across resumes. Here the
@@ -179,7 +182,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
   def _save(self) -> None:
     iteration = current_iteration(self.model)
-    io_utils.save_model(self.model, self.path.format(iteration=iteration), self.metadata)
+    with weight_averaging.averaged_weights(self.model):
+      io_utils.save_model(self.model, self.path.format(iteration=iteration), self.metadata)
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
     if self.every_n_iterations and current_iteration(self.model) % self.every_n_iterations == 0:
@@ -198,6 +202,9 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
 def restore_training_state(model: keras.Model, path: str) -> int:
   """Builds the optimizer, then loads weights and optimizer state saved by `AtomicModelCheckpoint`.
+
+  With weight averaging the trained weights go back into the model after
+  loading (the checkpoint holds their average there).
 
   The optimizer is built for a fresh run too. Without a distribution strategy
   Keras would create its variables inside the first trace of the train step,
@@ -222,6 +229,7 @@ def restore_training_state(model: keras.Model, path: str) -> int:
       f"Cannot resume from {path}: it does not match the model of this config "
       f"({error}). Use a new --workdir, or delete the checkpoint to start over."
     ) from error
+  weight_averaging.restored_for_training(model)
   return current_iteration(model)
 
 

@@ -33,7 +33,7 @@ from common.errors import ConfigError, ResumeError
 from configs import validation
 from inference import model_io
 from training import callbacks as callbacks_lib
-from training import distribution, run_record, runtime, summaries
+from training import distribution, run_record, runtime, summaries, weight_averaging
 from training.run_paths import RunPaths
 from training.task import Task, TrainingData
 
@@ -56,11 +56,14 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
 def compile_model(
   model: keras.Model, task: Task, steps_per_epoch: float, policy: str, jit_compile: bool
 ) -> None:
-  """Compiles `model` with the task's optimizer, loss and metrics."""
+  """Compiles `model` with the task's optimizer (with weight averaging if set), loss, metrics."""
+  optimizer = weight_averaging.with_weight_averaging(
+    task.optimizer(steps_per_epoch), task.config.training.ema_momentum
+  )
   runtime.compile_model(
     model,
     jit_compile,
-    optimizer=runtime.wrap_optimizer_for_policy(task.optimizer(steps_per_epoch), policy),
+    optimizer=runtime.wrap_optimizer_for_policy(optimizer, policy),
     loss=task.loss(),
     metrics=task.metrics(),
     steps_per_execution=task.config.training.steps_per_execution,
@@ -107,7 +110,9 @@ def _callbacks(
     )
   )
   samples = task.samples(model)
+  averaging = [weight_averaging.ValidateAveragedWeights()] if config.training.ema_momentum else []
   return [
+    *averaging,
     callbacks_lib.StopOnNonFiniteLoss(),
     callbacks_lib.StopAtIteration(data.max_steps),
     callbacks_lib.MetricsCsvLogger(paths.metrics, history, task.epoch_of_iteration),

@@ -55,11 +55,24 @@ class _FusedAdamUpdate:
     )
 
 
+class KeepTrainedWeightsAfterFit:
+  """Leaves the trained weights in the model when `fit` returns.
+
+  Keras would copy the moving average of `use_ema` into the model there; the
+  loop keeps the average in its checkpoints instead (`training.weight_averaging`),
+  and a second `fit` (finishing an interrupted round, then the rest) must go
+  on from the trained weights, not from their average.
+  """
+
+  def finalize_variable_values(self, var_list: Any) -> None:
+    del var_list
+
+
 @keras.saving.register_keras_serializable(package="face_analysis")
-class FusedAdam(_FusedAdamUpdate, keras.optimizers.Adam):
+class FusedAdam(KeepTrainedWeightsAfterFit, _FusedAdamUpdate, keras.optimizers.Adam):
   """`keras.optimizers.Adam` with one fused update op per variable."""
 
 
 @keras.saving.register_keras_serializable(package="face_analysis")
-class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
+class FusedAdamW(KeepTrainedWeightsAfterFit, _FusedAdamUpdate, keras.optimizers.AdamW):
   """`keras.optimizers.AdamW` with one fused update op per variable."""
