@@ -55,24 +55,37 @@ class _FusedAdamUpdate:
     )
 
 
-class KeepTrainedWeightsAfterFit:
-  """Leaves the trained weights in the model when `fit` returns.
+class LoopWeightAveraging:
+  """Keras' `use_ema` as the loop's weight averaging needs it (`training.weight_averaging`).
 
-  Keras would copy the moving average of `use_ema` into the model there; the
-  loop keeps the average in its checkpoints instead (`training.weight_averaging`),
-  and a second `fit` (finishing an interrupted round, then the rest) must go
-  on from the trained weights, not from their average.
+  * The averages start as the initial weights. Keras starts them at zero and
+    copies the weights in at step 0; a float16 run whose first steps overflow
+    skips that step, and our counted skipped steps (`StepCountingLossScaleOptimizer`)
+    move the counter past 0, so the average would start from zeros.
+  * The trained weights stay in the model when `fit` returns. Keras copies the
+    average in there; the loop keeps the average in its checkpoints instead,
+    and a second `fit` (finishing an interrupted round, then the rest) must
+    go on from the trained weights.
   """
+
+  def build(self, var_list: Any) -> None:
+    super().build(var_list)
+    if self.use_ema:
+      with tf.init_scope():  # Once, even when built inside the first traced step.
+        for average, variable in zip(
+          self._model_variables_moving_average, self._trainable_variables, strict=True
+        ):
+          average.assign(variable)
 
   def finalize_variable_values(self, var_list: Any) -> None:
     del var_list
 
 
 @keras.saving.register_keras_serializable(package="face_analysis")
-class FusedAdam(KeepTrainedWeightsAfterFit, _FusedAdamUpdate, keras.optimizers.Adam):
+class FusedAdam(LoopWeightAveraging, _FusedAdamUpdate, keras.optimizers.Adam):
   """`keras.optimizers.Adam` with one fused update op per variable."""
 
 
 @keras.saving.register_keras_serializable(package="face_analysis")
-class FusedAdamW(KeepTrainedWeightsAfterFit, _FusedAdamUpdate, keras.optimizers.AdamW):
+class FusedAdamW(LoopWeightAveraging, _FusedAdamUpdate, keras.optimizers.AdamW):
   """`keras.optimizers.AdamW` with one fused update op per variable."""

@@ -33,15 +33,16 @@ def with_weight_averaging(
   """`optimizer` rebuilt to keep the moving average (momentum 0: unchanged).
 
   Raises:
-    TypeError: `optimizer` would copy the average into the model when `fit`
-      ends (Keras' own do); the loop's need the trained weights there.
+    TypeError: `optimizer` is not a `training.optimizers.LoopWeightAveraging`
+      (Keras' own start the average at zero and copy it into the model when
+      `fit` ends).
   """
   if not momentum:
     return optimizer
-  if not isinstance(optimizer, optimizers.KeepTrainedWeightsAfterFit):
+  if not isinstance(optimizer, optimizers.LoopWeightAveraging):
     raise TypeError(
-      f"Weight averaging needs an optimizer that keeps the trained weights when `fit` ends "
-      f"(training.optimizers.KeepTrainedWeightsAfterFit); {type(optimizer).__name__} does not."
+      f"Weight averaging needs a training.optimizers.LoopWeightAveraging optimizer; "
+      f"{type(optimizer).__name__} is not one."
     )
   config = optimizer.get_config()
   config.update(use_ema=True, ema_momentum=float(momentum), ema_overwrite_frequency=None)
