@@ -55,11 +55,6 @@ def _averaging_optimizer(model: keras.Model) -> keras.optimizers.Optimizer | Non
   return optimizer if getattr(optimizer, "use_ema", False) else None
 
 
-def is_averaging(model: keras.Model) -> bool:
-  """Whether `model`'s optimizer keeps a moving average of its weights."""
-  return _averaging_optimizer(model) is not None
-
-
 def swap_weights(model: keras.Model) -> None:
   """Exchanges the model's trainable weights with the optimizer's averages."""
   optimizer = _averaging_optimizer(model)
