@@ -76,4 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.export = ml_collections.ConfigDict()
   config.export.enabled = True  # SavedModel for TF Serving at DIR/export/<version>.
   config.export.version = 1
+  # The weights the test report and the export use: best (checkpoints/best.keras,
+  # the best validation of the task's monitored quantity) or final (the end of
+  # training, saved as checkpoints/final.keras; after a schedule that decays to
+  # zero, the converged weights, which a small validation split picks among
+  # noisily).
+  config.export.checkpoint = "best"
   return config

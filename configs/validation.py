@@ -24,6 +24,7 @@ SOURCES = {
 }
 MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
+EXPORT_CHECKPOINTS = ("best", "final")
 # The smallest input side each model accepts: the emotion ResNet18 halves a
 # 96 px face three times (four with the stem pool) and needs at least a 1x1
 # map at the end; EfficientNetB0 halves it five times.
@@ -149,6 +150,7 @@ def _check_shared(c: _Checker, task: str) -> None:
   c.number("training.ema_momentum", 0.0, 1.0, high_open=True)
   c.check("logging.verbose", lambda v: v in ("auto", 0, 1, 2, "0", "1", "2"), "auto, 0, 1 or 2")
   c.integer("export.version", 1)
+  c.choice("export.checkpoint", EXPORT_CHECKPOINTS)
 
 
 def _check_emotion(c: _Checker) -> None:

@@ -26,12 +26,10 @@ from absl import logging
 
 from common import io_utils, model_metadata
 from common.errors import DataError
-from inference import tflite
+from inference import model_io, tflite
 from input_pipeline import images
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
 from input_pipeline.fer2013 import IMAGE_EXTENSIONS
-
-# Importing `augment` registers the custom layers that .keras files hold.
 from keras_models import augment
 
 SERVING_SIGNATURE = "serving_default"  # As `inference.export.export_image_classifier` names it.
@@ -65,7 +63,7 @@ class Classifier:
     self.class_names: list[str] | None = model_metadata.class_names(path)
     if os.path.isfile(path) and path.endswith(".keras"):
       self.format = "keras"
-      self.model = keras.saving.load_model(path, compile=False)
+      self.model = model_io.load_checkpoint(path)
       # One trace for every image size and batch (a plain `model.predict`
       # retraces for each new shape).
       self._call = tf.function(
@@ -140,7 +138,7 @@ def load_keras_model(path: str) -> keras.Model:
     )
   if not (os.path.isfile(path) and path.endswith(".keras")):
     raise ValueError(f"--model={path!r} is not a .keras checkpoint file.")
-  return keras.saving.load_model(path, compile=False)
+  return model_io.load_checkpoint(path)
 
 
 class Detector(Protocol):

@@ -8,12 +8,19 @@ import keras
 from absl import logging
 
 from common import model_metadata
-from keras_models import augment as _registers_emotion_layers  # noqa: F401
+
+# Every custom layer of both models registers itself on import (the fused
+# batch norm, SiLU and augmentation layers included), so a checkpoint loads
+# in a process that has built no model.
 from keras_models import deepfake as _registers_deepfake_layers  # noqa: F401
+from keras_models import emotion as _registers_emotion_layers  # noqa: F401
 
 
 def load_checkpoint(path: str) -> keras.Model:
-  """A `.keras` checkpoint of either task, for inference (not compiled)."""
+  """A `.keras` checkpoint of either task, for inference (not compiled).
+
+  Every `.keras` load goes through here, so it finds every custom layer.
+  """
   return keras.saving.load_model(path, compile=False)
 
 

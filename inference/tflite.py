@@ -41,6 +41,7 @@ from tensorflow.python.framework import convert_to_constants
 
 from common import io_utils, outputs
 from common.errors import ConfigError
+from inference import model_io
 from input_pipeline import emotion_data
 from input_pipeline.images import resize_to_uint8
 from keras_models import augment
@@ -298,10 +299,7 @@ def load_checkpoint(path: str) -> keras.Model:
       f"--model={path!r} is not a .keras checkpoint; expected e.g. "
       "runs/<name>/checkpoints/best.keras."
     )
-  # Registers the deepfake detector's custom layers (the emotion model's are in `augment`).
-  from keras_models import deepfake  # noqa: F401
-
-  return keras.saving.load_model(path, compile=False)
+  return model_io.load_checkpoint(path)
 
 
 def _class_names(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -25,9 +24,9 @@ from absl import logging
 from sklearn import metrics as sk_metrics
 
 from common.errors import DataError
+from inference import model_io
 from input_pipeline import deepfake_data, face_detection, face_tracking, images, video_io
 from input_pipeline.images import resize_to_uint8
-from keras_models import deepfake as _registers_custom_layers  # noqa: F401
 
 NO_FACE_PROBABILITY = 0.5  # The least costly answer under log-loss when nothing is known.
 DEFAULT_TRACKING = face_tracking.TrackerSettings()
@@ -115,7 +114,7 @@ class ClipScorer:
       self._loaded = loaded  # Keeps the signature's variables alive.
       self._predict = lambda clips: signature(clips=tf.constant(clips))["probability_fake"]
     elif model_path.endswith(".keras") and os.path.isfile(model_path):
-      model = keras.saving.load_model(model_path, compile=False)
+      model = model_io.load_checkpoint(model_path)
       if len(model.input.shape) != 5:
         raise DataError(
           f"{model_path}: model input {model.input.shape}; expected deepfake clips "

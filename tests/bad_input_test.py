@@ -356,6 +356,11 @@ CASES = [
     ("training.ema_momentum=1.0", "[0.0, 1.0)"),
   ),
   _config_case(
+    "export.checkpoint of last",
+    lambda: emotion(**{"export.checkpoint": "last"}),
+    ("export.checkpoint='last'", "'best'", "'final'"),
+  ),
+  _config_case(
     "probability<0",
     lambda: emotion(**{"augment.color_jitter_probability": -0.1}),
     ("color_jitter_probability",),

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,6 +187,56 @@ def test_saved_model_cli_shows_both_signatures(tiny_run):
   assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING" in encoded
   for text in (default, encoded):
     assert "outputs['probabilities']" in text and "outputs['labels']" in text
+
+
+_LOAD_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+from inference import emotion_inference, tflite
+if sys.argv[2] == "classifier":
+  probabilities = emotion_inference.Classifier(sys.argv[1])(np.zeros((2, 20, 20, 3), np.uint8))
+else:
+  probabilities = tflite.load_checkpoint(sys.argv[1])(np.zeros((2, 16, 16, 3), np.uint8))
+print(np.asarray(probabilities).shape)
+"""
+
+
+@pytest.mark.parametrize("loader", ["classifier", "tflite"])
+def test_checkpoints_load_in_a_process_that_built_no_model(tiny_run, loader):
+  """The tools load `.keras` files without building a model first (the fused batch norm)."""
+  _, workdir, _ = tiny_run
+  out = subprocess.run(
+    [sys.executable, "-c", _LOAD_IN_A_FRESH_PROCESS, RunPaths(workdir).best_checkpoint, loader],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == "(2, 7)"
+
+
+def test_the_final_weights_can_be_tested_and_exported_instead_of_the_best(tiny_run, tmp_path):
+  config, workdir, _ = tiny_run
+  paths = RunPaths(str(tmp_path / "run"))
+  shutil.copytree(workdir, paths.workdir)
+  kept = {p: open(p, "rb").read() for p in (paths.best_checkpoint, paths.last_checkpoint)}
+  config = config.copy_and_resolve_references()
+  config.export.checkpoint = "final"
+  config.export.version = 2
+  summary = loop.train_and_evaluate(config, paths.workdir)
+  assert summary["checkpoint"] == paths.final_checkpoint
+  rows = callbacks.read_metrics(paths.metrics)
+  report = json.load(open(paths.test_report))
+  assert report["checkpoint"] == paths.final_checkpoint
+  assert (report["iteration"], report["epoch"]) == (int(rows[-1]["iteration"]), 1)
+  final = model_io.load_checkpoint(paths.final_checkpoint)
+  last = model_io.load_checkpoint(paths.last_checkpoint)
+  for got, want in zip(final.get_weights(), last.get_weights(), strict=True):
+    np.testing.assert_array_equal(got, want)
+  assert model_metadata.class_names(paths.final_checkpoint) == list(config.data.class_names)
+  assert summary["export"] == paths.export(2) and os.path.isdir(paths.export(1))
+  assert {p: open(p, "rb").read() for p in kept} == kept
 
 
 def test_rerunning_a_finished_run_does_not_train_again(tiny_run, tmp_path):

@@ -145,6 +145,7 @@ def test_a_run_with_averaging_trains_resumes_and_exports(tmp_path):
   workdir = str(tmp_path / "run")
   loop.train_and_evaluate(config, workdir)
   config.schedule.num_epochs = 2
+  config.export.checkpoint = "final"
   summary = loop.train_and_evaluate(config, workdir)
   paths = RunPaths(workdir)
   rows = callbacks.read_metrics(paths.metrics)
@@ -155,4 +156,9 @@ def test_a_run_with_averaging_trains_resumes_and_exports(tmp_path):
   stored = [v.numpy() for v in last.optimizer._model_variables_moving_average]
   model_weights = _weights(last)
   assert any(np.abs(a - b).max() > 0 for a, b in zip(stored, model_weights, strict=True))
+  # The final weights tested and exported are the average too.
+  assert summary["checkpoint"] == paths.final_checkpoint
+  final = keras.saving.load_model(paths.final_checkpoint, compile=False)
+  for got, want in zip(_weights(final), model_weights, strict=True):
+    np.testing.assert_array_equal(got, want)
   assert summary["export"] is not None

@@ -8,6 +8,7 @@ the image-classifier export (`inference.export`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
@@ -119,10 +120,11 @@ class EmotionTask(Task):
   ) -> tuple[dict[str, Any], dict[str, Any]]:
     summary = {"best_val_accuracy": float(best[self.monitor]), "best_epoch": int(best["epoch"])}
     if test is not None:
-      test["epoch"] = summary["best_epoch"]
+      test["epoch"] = self.epoch_of_iteration(test["iteration"])
       logging.info(
-        "Test (%d images, best checkpoint of epoch %d): accuracy %.4f, weighted F1 %.4f.",
+        "Test (%d images, %s, epoch %d): accuracy %.4f, weighted F1 %.4f.",
         test["num_images"],
+        os.path.basename(test["checkpoint"]),
         test["epoch"],
         test["accuracy"],
         test["f1_weighted"],

@@ -175,7 +175,7 @@ def _keep_metrics_copy(run: runtime.Run, recover: bool) -> None:
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, recover: bool = False
 ) -> dict[str, Any]:
-  """Trains `config.task`, evaluates the best checkpoint on the test split and exports it.
+  """Trains `config.task`, evaluates the best (or final) checkpoint on the test split, exports it.
 
   The config is validated and compared with the workdir's record before
   anything is written (`configs.validation`, `run_record`); `recover` resumes
@@ -263,19 +263,30 @@ def train_and_evaluate(
 def _finish(
   task: Task, run: runtime.Run, paths: RunPaths, model: keras.Model, policy: str
 ) -> dict[str, Any]:
-  """Test report, export and HParams summary of the best checkpoint."""
+  """Test report, export and HParams summary of the checkpoint `export.checkpoint` names."""
   config = task.config
   rows = callbacks_lib.read_metrics(paths.metrics)
   pick = max if task.monitor_mode == "max" else min
   best_row = pick(rows, key=lambda r: float(r[task.monitor]))
-  best = model_io.load_checkpoint(paths.best_checkpoint)
-  test = task.evaluate_test(best, paths.best_checkpoint)
+  if config.export.checkpoint == "final":
+    path = paths.final_checkpoint
+    iteration = callbacks_lib.current_iteration(model)
+    with weight_averaging.averaged_weights(model):
+      io_utils.save_model(model, path, model_metadata.describe(config.task, task.class_names))
+  else:
+    path = paths.best_checkpoint
+    iteration = int(best_row["iteration"])
+  chosen = model_io.load_checkpoint(path)
+  test = task.evaluate_test(chosen, path)
+  if test is not None:
+    test["iteration"] = iteration
   task_summary, final_metrics = task.summarize(rows, best_row, test)
   summary: dict[str, Any] = {
     **task_summary,
     "replicas": run.strategy.num_replicas_in_sync,
     "dtype_policy": policy,
     "jit_compile": bool(model.jit_compile),  # What Keras compiled the train step with.
+    "checkpoint": path,  # The weights tested and exported.
     "test": test,
     "export": None,
   }
@@ -286,7 +297,7 @@ def _finish(
       paths.tensorboard, config, final_metrics, step=int(rows[-1]["iteration"])
     )
   if config.export.enabled:
-    summary["export"] = task.export(best, paths.export(config.export.version))
+    summary["export"] = task.export(chosen, paths.export(config.export.version))
     logging.info("Exported the SavedModel to %s.", summary["export"])
   logging.info("Summary: %s", json.dumps({k: v for k, v in summary.items() if k != "test"}))
   return summary

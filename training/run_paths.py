@@ -38,6 +38,11 @@ class RunPaths:
     return self._path("checkpoints", "last.keras")
 
   @property
+  def final_checkpoint(self) -> str:
+    """The weights at the end of training (written when `export.checkpoint` is final)."""
+    return self._path("checkpoints", "final.keras")
+
+  @property
   def validation_checkpoint(self) -> str:
     """The checkpoint kept at each validation; `{iteration}` is filled in when saving."""
     return self._path("checkpoints", "it{iteration:06d}.keras")
