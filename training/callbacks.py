@@ -181,9 +181,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     return value > self.best if self.mode == "max" else value < self.best
 
   def _save(self) -> None:
-    iteration = current_iteration(self.model)
-    with weight_averaging.averaged_weights(self.model):
-      io_utils.save_model(self.model, self.path.format(iteration=iteration), self.metadata)
+    path = self.path.format(iteration=current_iteration(self.model))
+    save_checkpoint(self.model, path, self.metadata)
 
   def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
     if self.every_n_iterations and current_iteration(self.model) % self.every_n_iterations == 0:
@@ -198,6 +197,12 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         return
       self.best = float(value)
     self._save()
+
+
+def save_checkpoint(model: keras.Model, path: str, metadata: dict[str, Any] | None) -> None:
+  """Atomically saves `model` as `.keras`, the average as its weights under weight averaging."""
+  with weight_averaging.averaged_weights(model):
+    io_utils.save_model(model, path, metadata)
 
 
 def restore_training_state(model: keras.Model, path: str) -> int:

@@ -271,8 +271,9 @@ def _finish(
   if config.export.checkpoint == "final":
     path = paths.final_checkpoint
     iteration = callbacks_lib.current_iteration(model)
-    with weight_averaging.averaged_weights(model):
-      io_utils.save_model(model, path, model_metadata.describe(config.task, task.class_names))
+    callbacks_lib.save_checkpoint(
+      model, path, model_metadata.describe(config.task, task.class_names)
+    )
   else:
     path = paths.best_checkpoint
     iteration = int(best_row["iteration"])
