@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import cv2
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -120,25 +119,6 @@ class Classifier:
       batches = [np.asarray(self._call(batch)) for batch in images]
       probabilities = np.concatenate(batches)
     return np.asarray(probabilities, np.float64)
-
-
-def load_keras_model(path: str) -> keras.Model:
-  """The Keras model of a `.keras` checkpoint; a clear error for anything else.
-
-  Needed where the inner layers matter (Grad-CAM): a SavedModel export keeps
-  only its traced serving functions, not the intermediate activations.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--model={path!r} does not exist.")
-  if os.path.isdir(path) and tf.saved_model.contains_saved_model(path):
-    raise ValueError(
-      f"--model={path!r} is a SavedModel export; it keeps only its serving functions, so "
-      "gradients with respect to inner activations cannot be taken. Give the .keras "
-      "checkpoint of the same run instead, e.g. runs/<name>/checkpoints/best.keras."
-    )
-  if not (os.path.isfile(path) and path.endswith(".keras")):
-    raise ValueError(f"--model={path!r} is not a .keras checkpoint file.")
-  return model_io.load_checkpoint(path)
 
 
 class Detector(Protocol):

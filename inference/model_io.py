@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from common import model_metadata
@@ -22,6 +24,29 @@ def load_checkpoint(path: str) -> keras.Model:
   Every `.keras` load goes through here, so it finds every custom layer.
   """
   return keras.saving.load_model(path, compile=False)
+
+
+def load_checkpoint_flag(path: str, flag: str = "--model") -> keras.Model:
+  """The `.keras` checkpoint a user named with `flag`; a clear error for anything else.
+
+  For the tools that need the Keras model itself (inner activations for
+  Grad-CAM, the layers for TFLite conversion): a SavedModel export keeps only
+  its traced serving functions.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{flag}={path!r} does not exist.")
+  if os.path.isdir(path) and tf.saved_model.contains_saved_model(path):
+    raise ValueError(
+      f"{flag}={path!r} is a SavedModel export, which keeps only its serving functions, "
+      "not the Keras layers. Give the .keras checkpoint of the same run instead, e.g. "
+      "runs/<name>/checkpoints/best.keras."
+    )
+  if not (os.path.isfile(path) and path.endswith(".keras")):
+    raise ValueError(
+      f"{flag}={path!r} is not a .keras checkpoint; expected e.g. "
+      "runs/<name>/checkpoints/best.keras."
+    )
+  return load_checkpoint(path)
 
 
 def class_names(

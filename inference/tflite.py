@@ -248,7 +248,7 @@ def export_emotion_model(
   outputs.check_replaceable(output_path, "tools.export_tflite", is_tflite_file, "TFL3", overwrite)
   if quantize == "int8" and config is None:
     raise ConfigError("--quantize=int8 needs the run's --config for its calibration images.")
-  model = load_checkpoint(model_path)
+  model = model_io.load_checkpoint_flag(model_path)
   if model.name == "deepfake_detector":
     return _fail_deepfake(model, model_path)
   size = preprocess_layer(model).image_size
@@ -288,18 +288,6 @@ def export_emotion_model(
     time.perf_counter() - start,
   )
   return {**metadata, "size_bytes": len(model_bytes)}
-
-
-def load_checkpoint(path: str) -> keras.Model:
-  """The Keras model of a `.keras` file; a clear error for a missing or other file."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--model={path!r} does not exist.")
-  if not (os.path.isfile(path) and path.endswith(".keras")):
-    raise ValueError(
-      f"--model={path!r} is not a .keras checkpoint; expected e.g. "
-      "runs/<name>/checkpoints/best.keras."
-    )
-  return model_io.load_checkpoint(path)
 
 
 def _class_names(

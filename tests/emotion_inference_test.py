@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 from PIL import Image
 
 from common.labels import EMOTION_CLASSES
-from inference import emotion_inference, grad_cam
+from inference import emotion_inference, grad_cam, model_io
 from input_pipeline import face_detection
 from input_pipeline.face_detection import CropSettings, Face
 
@@ -158,7 +158,7 @@ def test_image_lists_are_checked(photos, tmp_path):
 
 
 def test_grad_cam_on_the_emotion_model(tiny_model, classifier):
-  model = emotion_inference.load_keras_model(tiny_model[1])
+  model = model_io.load_checkpoint_flag(tiny_model[1])
   assert grad_cam.default_layer(model) == "stage4_block2_out"
   images = np.random.default_rng(3).integers(0, 256, (3, 40, 32, 3), dtype=np.uint8)
   heatmaps, probabilities = grad_cam.grad_cam(model, images, None)
@@ -212,20 +212,32 @@ def test_grad_cam_points_at_the_region_that_drives_the_class(with_logits):
 
 
 def test_grad_cam_errors_are_clear(tiny_model):
-  model = emotion_inference.load_keras_model(tiny_model[1])
+  model = model_io.load_checkpoint_flag(tiny_model[1])
   listing = r"Convolution layers: stem_conv, .*, stage4_block2_conv2; default .*: stage4_block2_out"
   with pytest.raises(ValueError, match=rf"no layer 'conv9'\. {listing}"):
     grad_cam.build_grad_model(model, "conv9")
   with pytest.raises(ValueError, match="no \\[b, h, w, c\\] feature map at layer 'avg_pool'"):
     grad_cam.build_grad_model(model, "avg_pool")
   with pytest.raises(ValueError, match="is a SavedModel export.*checkpoints/best.keras"):
-    emotion_inference.load_keras_model(tiny_model[2])
+    model_io.load_checkpoint_flag(tiny_model[2])
   with pytest.raises(ValueError, match="class_index=7; the model has 7 classes"):
     grad_cam.grad_cam(model, np.zeros((1, 16, 16, 3), np.uint8), 7)
 
 
+def test_tools_that_need_the_keras_model_name_what_they_were_given(tiny_model, tmp_path):
+  weights = tmp_path / "model.weights.h5"
+  weights.write_bytes(b"")
+  with pytest.raises(FileNotFoundError, match=r"--model='nowhere.keras' does not exist"):
+    model_io.load_checkpoint_flag("nowhere.keras")
+  with pytest.raises(ValueError, match=r"--model=.*model.weights.h5' is not a .keras checkpoint"):
+    model_io.load_checkpoint_flag(str(weights))
+  with pytest.raises(ValueError, match=r"--model=.*' is not a .keras checkpoint"):
+    model_io.load_checkpoint_flag(str(tmp_path))
+  assert model_io.load_checkpoint_flag(tiny_model[1]).name == "emotion_classifier"
+
+
 def test_explain_images_writes_one_figure_per_face(photos, tiny_model, tmp_path):
-  model = emotion_inference.load_keras_model(tiny_model[1])
+  model = model_io.load_checkpoint_flag(tiny_model[1])
   items = emotion_inference.expand_images([str(photos)])
   detector = FakeDetector({(64, 96): TWO_FACES})
   rows = grad_cam.explain_images(

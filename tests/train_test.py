@@ -192,16 +192,19 @@ def test_saved_model_cli_shows_both_signatures(tiny_run):
 _LOAD_IN_A_FRESH_PROCESS = """
 import sys
 import numpy as np
-from inference import emotion_inference, tflite
 if sys.argv[2] == "classifier":
+  from inference import emotion_inference
+
   probabilities = emotion_inference.Classifier(sys.argv[1])(np.zeros((2, 20, 20, 3), np.uint8))
 else:
-  probabilities = tflite.load_checkpoint(sys.argv[1])(np.zeros((2, 16, 16, 3), np.uint8))
+  from inference import model_io
+
+  probabilities = model_io.load_checkpoint_flag(sys.argv[1])(np.zeros((2, 16, 16, 3), np.uint8))
 print(np.asarray(probabilities).shape)
 """
 
 
-@pytest.mark.parametrize("loader", ["classifier", "tflite"])
+@pytest.mark.parametrize("loader", ["classifier", "checkpoint_flag"])
 def test_checkpoints_load_in_a_process_that_built_no_model(tiny_run, loader):
   """The tools load `.keras` files without building a model first (the fused batch norm)."""
   _, workdir, _ = tiny_run

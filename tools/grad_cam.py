@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   values = flags.FLAGS
   outputs.check_not_input(values.output, [values.model, *(values.images or [])])
-  model = emotion_inference.load_keras_model(values.model)
+  model = model_io.load_checkpoint_flag(values.model)
   # The model's own classes, stored with its checkpoint (older checkpoints: the built-in list).
   class_names = model_io.class_names(values.model, EMOTION_CLASSES)
   items = emotion_inference.expand_images(values.images)
