@@ -50,11 +50,10 @@ def _conv(x: Any, filters: int, kernel_size: int, strides: int, name: str, dtype
   )(x)
 
 
-def _batch_norm(x: Any, name: str, dtype: Any, zero_init: bool = False) -> Any:
+def _batch_norm(x: Any, name: str, dtype: Any) -> Any:
   return FusedBatchNormalization(
     epsilon=_BN_EPSILON,
     momentum=_BN_MOMENTUM,
-    gamma_initializer="zeros" if zero_init else "ones",
     name=name,
     dtype=dtype,
   )(x)
