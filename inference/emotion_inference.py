@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from common import io_utils, model_metadata
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from inference import model_io, tflite
 from input_pipeline import images
 from input_pipeline.face_detection import CropSettings, Face, batches_by_shape, crop_face
@@ -73,14 +73,14 @@ class Classifier:
       self.format = "saved_model"
       self.model = tf.saved_model.load(path)  # Kept: the signature needs its variables.
       if SERVING_SIGNATURE not in self.model.signatures:
-        raise ValueError(
+        raise ConfigError(
           f"SavedModel {path} has no {SERVING_SIGNATURE!r} signature; it has "
           f"{sorted(self.model.signatures)}. Expected an export of the emotion model."
         )
       self.signature = self.model.signatures[SERVING_SIGNATURE]
       inputs = self.signature.structured_input_signature[1]
       if set(inputs) != {"images"}:
-        raise ValueError(
+        raise ConfigError(
           f"SavedModel {path}: {SERVING_SIGNATURE!r} takes {sorted(inputs)}; expected "
           "'images' (uint8 [batch, height, width, channels]), as the emotion export has."
         )
@@ -91,7 +91,7 @@ class Classifier:
       self.class_names = self.model.class_names
       self._call = lambda images: self.model(np.asarray(images))
     else:
-      raise ValueError(
+      raise ConfigError(
         f"--model={path!r} is neither a .keras file nor a SavedModel directory (one holding "
         "saved_model.pb, e.g. runs/<name>/export/1) nor a .tflite file (tools.export_tflite)."
       )

@@ -34,6 +34,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from common import figures
+from common.errors import ConfigError
 from inference import emotion_inference
 from input_pipeline.face_detection import CropSettings, batches_by_shape
 
@@ -139,7 +140,7 @@ def build_grad_model(model: keras.Model, layer_name: str | None = None) -> GradM
   graph = next((g for g in _graphs(model) if layer_name in [x.name for x in g.layers]), None)
   if graph is None or not _is_feature_map(graph.get_layer(layer_name)):
     problem = "has no layer" if graph is None else "has no [b, h, w, c] feature map at layer"
-    raise ValueError(
+    raise ConfigError(
       f"Model {model.name!r} {problem} {layer_name!r}. Convolution layers: "
       f"{', '.join(conv_layers(model))}; default (last feature map): {default_layer(model)}."
     )
@@ -243,11 +244,11 @@ def explain_images(
   maps explain the predictions `tools.predict_emotion` makes.
   """
   if class_name is not None and class_name not in class_names:
-    raise ValueError(f"--class_name={class_name!r}; expected one of {list(class_names)}.")
+    raise ConfigError(f"--class_name={class_name!r}; expected one of {list(class_names)}.")
   class_index = None if class_name is None else list(class_names).index(class_name)
   grad = build_grad_model(model, layer_name)
   if grad.num_classes != len(class_names):
-    raise ValueError(
+    raise ConfigError(
       f"The model outputs {grad.num_classes} classes; expected {len(class_names)} "
       f"({', '.join(class_names)}). Is --model an emotion model?"
     )

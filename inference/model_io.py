@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl import logging
 
 from common import model_metadata
+from common.errors import ConfigError
 
 # Every custom layer of both models registers itself on import (the fused
 # batch norm, SiLU and augmentation layers included), so a checkpoint loads
@@ -36,13 +37,13 @@ def load_checkpoint_flag(path: str, flag: str = "--model") -> keras.Model:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{flag}={path!r} does not exist.")
   if os.path.isdir(path) and tf.saved_model.contains_saved_model(path):
-    raise ValueError(
+    raise ConfigError(
       f"{flag}={path!r} is a SavedModel export, which keeps only its serving functions, "
       "not the Keras layers. Give the .keras checkpoint of the same run instead, e.g. "
       "runs/<name>/checkpoints/best.keras."
     )
   if not (os.path.isfile(path) and path.endswith(".keras")):
-    raise ValueError(
+    raise ConfigError(
       f"{flag}={path!r} is not a .keras checkpoint; expected e.g. "
       "runs/<name>/checkpoints/best.keras."
     )

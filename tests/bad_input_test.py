@@ -261,6 +261,26 @@ def _tflite_missing_model(tmp):
   return (lambda: tflite.export_emotion_model(model, os.path.join(tmp, "m.tflite"), "none")), tmp
 
 
+def _tflite_weights_file(tmp):
+  from inference import tflite
+
+  model = os.path.join(tmp, "model.weights.h5")
+  with open(model, "wb") as f:
+    f.write(b"not a checkpoint")
+  return (lambda: tflite.export_emotion_model(model, os.path.join(tmp, "m.tflite"), "none")), tmp
+
+
+def _grad_cam_of_an_export(tmp):
+  """A SavedModel directory (as tools.grad_cam would be given one)."""
+  import tensorflow as tf
+
+  from inference import model_io
+
+  export = os.path.join(tmp, "export", "1")
+  tf.saved_model.save(tf.Module(), export)
+  return (lambda: model_io.load_checkpoint_flag(export)), tmp
+
+
 def _prepare_faces_output(output_of):
   def setup(tmp):
     from common import outputs
@@ -511,6 +531,16 @@ CASES = [
     ("not an output of tools.export_tflite",),
   ),
   Case("export_tflite missing model", _tflite_missing_model, ("absent.keras",)),
+  Case(
+    "export_tflite of a weights file",
+    _tflite_weights_file,
+    ("model.weights.h5", "is not a .keras checkpoint", "checkpoints/best.keras"),
+  ),
+  Case(
+    "grad_cam of a SavedModel export",
+    _grad_cam_of_an_export,
+    ("export/1", "is a SavedModel export", "checkpoints/best.keras"),
+  ),
   Case(
     "predict_emotion --output inside --images",
     _report_output(lambda tmp, images: os.path.join(images, "predictions")),

@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
+from common.errors import ConfigError
 from common.labels import EMOTION_CLASSES
 from inference import emotion_inference, grad_cam, model_io
 from input_pipeline import face_detection
@@ -214,11 +215,11 @@ def test_grad_cam_points_at_the_region_that_drives_the_class(with_logits):
 def test_grad_cam_errors_are_clear(tiny_model):
   model = model_io.load_checkpoint_flag(tiny_model[1])
   listing = r"Convolution layers: stem_conv, .*, stage4_block2_conv2; default .*: stage4_block2_out"
-  with pytest.raises(ValueError, match=rf"no layer 'conv9'\. {listing}"):
+  with pytest.raises(ConfigError, match=rf"no layer 'conv9'\. {listing}"):
     grad_cam.build_grad_model(model, "conv9")
-  with pytest.raises(ValueError, match="no \\[b, h, w, c\\] feature map at layer 'avg_pool'"):
+  with pytest.raises(ConfigError, match="no \\[b, h, w, c\\] feature map at layer 'avg_pool'"):
     grad_cam.build_grad_model(model, "avg_pool")
-  with pytest.raises(ValueError, match="is a SavedModel export.*checkpoints/best.keras"):
+  with pytest.raises(ConfigError, match="is a SavedModel export.*checkpoints/best.keras"):
     model_io.load_checkpoint_flag(tiny_model[2])
   with pytest.raises(ValueError, match="class_index=7; the model has 7 classes"):
     grad_cam.grad_cam(model, np.zeros((1, 16, 16, 3), np.uint8), 7)
@@ -229,9 +230,9 @@ def test_tools_that_need_the_keras_model_name_what_they_were_given(tiny_model, t
   weights.write_bytes(b"")
   with pytest.raises(FileNotFoundError, match=r"--model='nowhere.keras' does not exist"):
     model_io.load_checkpoint_flag("nowhere.keras")
-  with pytest.raises(ValueError, match=r"--model=.*model.weights.h5' is not a .keras checkpoint"):
+  with pytest.raises(ConfigError, match=r"--model=.*model.weights.h5' is not a .keras checkpoint"):
     model_io.load_checkpoint_flag(str(weights))
-  with pytest.raises(ValueError, match=r"--model=.*' is not a .keras checkpoint"):
+  with pytest.raises(ConfigError, match=r"--model=.*' is not a .keras checkpoint"):
     model_io.load_checkpoint_flag(str(tmp_path))
   assert model_io.load_checkpoint_flag(tiny_model[1]).name == "emotion_classifier"
 
@@ -246,7 +247,7 @@ def test_explain_images_writes_one_figure_per_face(photos, tiny_model, tmp_path)
   assert [(r["face"], r["class"]) for r in rows] == [(0, "happy"), (1, "happy")]
   written = sorted(os.listdir(tmp_path / "out" / "photos"))
   assert written == ["two_face0_gradcam.png", "two_face1_gradcam.png"]
-  with pytest.raises(ValueError, match="--class_name='calm'"):
+  with pytest.raises(ConfigError, match="--class_name='calm'"):
     grad_cam.explain_images(items, model, detector, CROP, EMOTION_CLASSES, str(tmp_path), "calm")
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from common import figures
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from configs import emotion as emotion_config
 from inference import emotion_evaluation, emotion_inference, reports
 from input_pipeline import emotion_data
@@ -146,7 +146,7 @@ def test_bad_model_paths_and_configs_are_clear_errors(tiny_model, tmp_path):
   config, checkpoint, _ = tiny_model
   with pytest.raises(FileNotFoundError, match="nowhere.keras"):
     emotion_inference.Classifier(str(tmp_path / "nowhere.keras"))
-  with pytest.raises(ValueError, match="neither a .keras file nor a SavedModel"):
+  with pytest.raises(ConfigError, match="neither a .keras file nor a SavedModel"):
     emotion_inference.Classifier(str(tmp_path))
   wrong = emotion_config.get_config("tiny")
   wrong.data.image_size = 20
