@@ -123,10 +123,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.model.dropout = 0.5  # Dropout before the last Linear.
   config.model.stem_pool = False  # torchvision's max-pool after the stem.
 
+  # adamw, or sgd (Nesterov momentum); both decay weights decoupled, by
+  # learning_rate * weight_decay per step.
+  config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 1e-3  # Peak (and initial) learning rate.
   config.optimizer.weight_decay = 1e-2  # AdamW decoupled decay (PyTorch default).
-  config.optimizer.beta_1 = 0.9
-  config.optimizer.beta_2 = 0.999
+  config.optimizer.beta_1 = 0.9  # adamw only.
+  config.optimizer.beta_2 = 0.999  # adamw only.
+  config.optimizer.momentum = 0.9  # sgd only.
   config.optimizer.clipnorm = 0.0  # Global-norm gradient clipping; 0 is off.
 
   # AdamW with cosine decay over all steps; validation after every epoch.

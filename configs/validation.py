@@ -25,6 +25,7 @@ SOURCES = {
 MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 EXPORT_CHECKPOINTS = ("best", "final")
+EMOTION_OPTIMIZERS = ("adamw", "sgd")
 # The smallest input side each model accepts: the emotion ResNet18 halves a
 # 96 px face three times (four with the stem pool) and needs at least a 1x1
 # map at the end; EfficientNetB0 halves it five times.
@@ -146,6 +147,13 @@ def _check_shared(c: _Checker, task: str) -> None:
   )
   c.choice("training.distribution", DISTRIBUTIONS)
   c.check("training.deterministic", lambda v: isinstance(v, bool), "True or False")
+  if (
+    str(c.get("training.jit_compile")).lower() == "true" and c.get("training.deterministic") is True
+  ):
+    c.problems.append(
+      "config.training.jit_compile=True and config.training.deterministic=True: Keras "
+      "compiles without XLA when TensorFlow's op determinism is on; set one of them to False"
+    )
   c.integer("training.steps_per_execution", 1)
   c.number("training.ema_momentum", 0.0, 1.0, high_open=True)
   c.check("logging.verbose", lambda v: v in ("auto", 0, 1, 2, "0", "1", "2"), "auto, 0, 1 or 2")
@@ -177,7 +185,9 @@ def _check_emotion(c: _Checker) -> None:
   c.integer("model.head_units", 1)
   c.number("model.dropout", 0.0, 1.0, high_open=True)
   c.check("model.stem_pool", lambda v: isinstance(v, bool), "True or False")
+  c.choice("optimizer.name", EMOTION_OPTIMIZERS)
   c.number("optimizer.weight_decay", 0.0, math.inf)
+  c.number("optimizer.momentum", 0.0, 1.0, high_open=True)
   c.number("optimizer.beta_1", 0.0, 1.0, high_open=True)
   c.number("optimizer.beta_2", 0.0, 1.0, high_open=True)
   c.number("optimizer.clipnorm", 0.0, math.inf)

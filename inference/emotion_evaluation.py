@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from common import figures, io_utils
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from inference import reports, tflite
 from inference.emotion_inference import Classifier
 from input_pipeline import emotion_data
@@ -105,7 +105,7 @@ def predict_split(
     dataset = dataset.map(lambda images: resize_and_ten_crop(images, crop_size, crop_fraction))
   probabilities = classifier.predict(dataset)
   if probabilities.ndim != 2 or probabilities.shape[1] != num_classes:
-    raise ValueError(
+    raise ConfigError(
       f"{classifier.path} outputs shape {probabilities.shape[1:]}; the config names "
       f"{num_classes} classes. Is --config the config the model was trained with?"
     )
@@ -224,12 +224,12 @@ def evaluate(
   classifier = Classifier(model_path, num_threads=num_threads)
   model_size = classifier.input_size()
   if model_size is not None and model_size != image_size:
-    raise ValueError(
+    raise ConfigError(
       f"{model_path} resizes images to {model_size}, but config.data.image_size is "
       f"{image_size}. Is --config the config the model was trained with?"
     )
   if classifier.class_names is not None and classifier.class_names != class_names:
-    raise ValueError(
+    raise ConfigError(
       f"{model_path} was exported for the classes {classifier.class_names}; "
       f"config.data.class_names is {class_names}. Is --config the run's config?"
     )

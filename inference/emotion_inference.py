@@ -180,7 +180,7 @@ def unique_outputs(inputs: Sequence[Any], source: Callable[[Any], Any]) -> list[
   seen: dict[str, Any] = {}
   for item in inputs:
     if item.name in seen and seen[item.name] != source(item):
-      raise ValueError(
+      raise ConfigError(
         f"{seen[item.name]} and {source(item)} would both write outputs named {item.name!r}; "
         "give their folders instead of the files, or rename one."
       )
@@ -284,7 +284,7 @@ def prediction_rows(
   without detection), emotion, probability, then `p_<class>` for every class.
   """
   if probabilities.size and probabilities.shape[1] != len(class_names):
-    raise ValueError(
+    raise ConfigError(
       f"The model outputs {probabilities.shape[1]} classes; expected {len(class_names)} "
       f"({', '.join(class_names)}). Is --model an emotion model?"
     )

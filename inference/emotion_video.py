@@ -42,7 +42,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 from common import figures, io_utils
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from inference import emotion_inference
 from input_pipeline import face_tracking, video_io
 from input_pipeline.face_detection import CropSettings, Face, crop_face
@@ -293,7 +293,7 @@ def predict_video(
             owners.append((i, track, face))
         probabilities = emotion_inference.classify_crops(predict, crops, settings.batch_size)
         if probabilities.size and probabilities.shape[1] != len(class_names):
-          raise ValueError(
+          raise ConfigError(
             f"The model outputs {probabilities.shape[1]} classes; expected {len(class_names)} "
             f"({', '.join(class_names)}). Is --model an emotion model?"
           )

@@ -111,7 +111,10 @@ def default_layer(model: keras.Model) -> str:
   """The last feature map before pooling: the last conv block output of a ResNet."""
   names = feature_map_layers(model)
   if not names:
-    raise ValueError(f"Model {model.name!r} has no layer with a [b, h, w, c] output.")
+    raise ConfigError(
+      f"Model {model.name!r} has no layer with a [b, h, w, c] output to explain; "
+      "give an emotion or deepfake checkpoint (.keras)."
+    )
   return names[-1]
 
 
@@ -147,7 +150,7 @@ def build_grad_model(model: keras.Model, layer_name: str | None = None) -> GradM
   front = None
   if graph is not model:
     if model.layers[-1] is not graph or len(model.outputs) != 1:
-      raise ValueError(
+      raise ConfigError(
         f"Layer {layer_name!r} is inside sub-model {graph.name!r}, which is not the last "
         f"layer of {model.name!r}; only a sub-model at the end of a chain is supported."
       )

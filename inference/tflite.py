@@ -63,7 +63,7 @@ def preprocess_layer(model: keras.Model) -> augment.ImagePreprocessor:
   for layer in model.layers:
     if isinstance(layer, augment.ImagePreprocessor):
       return layer
-  raise ValueError(
+  raise ConfigError(
     f"Model {model.name!r} has no ImagePreprocessor layer; expected an emotion model "
     "(training/emotion.py build_model) or a deepfake detector."
   )
@@ -255,7 +255,7 @@ def export_emotion_model(
   num_classes = int(model.output.shape[-1])
   class_names = _class_names(config, num_classes, model_path)
   if config is not None and config.data.image_size != size:
-    raise ValueError(
+    raise ConfigError(
       f"{model_path} takes {size}x{size} images, but config.data.image_size is "
       f"{config.data.image_size}. Is --config the run's config?"
     )
@@ -297,7 +297,7 @@ def _class_names(
 
   names = list(config.data.class_names) if config is not None else list(EMOTION_CLASSES)
   if len(names) != num_classes:
-    raise ValueError(
+    raise ConfigError(
       f"{model_path} outputs {num_classes} classes; the class names are {names}. "
       "Is --config the run's config?"
     )
@@ -340,9 +340,9 @@ class TFLiteModel:
     try:
       metadata = read_metadata(model_bytes)
     except Exception as error:  # A file that is not a flatbuffer raises many types.
-      raise ValueError(f"--model={path!r} is not a TFLite model ({error}).") from error
+      raise ConfigError(f"--model={path!r} is not a TFLite model ({error}).") from error
     if metadata is None or metadata.get("task") != "emotion":
-      raise ValueError(
+      raise ConfigError(
         f"--model={path!r} has no {METADATA_NAME!r} metadata of an emotion model; "
         "expected a file written by python -m tools.export_tflite from an emotion checkpoint."
       )
@@ -357,7 +357,7 @@ class TFLiteModel:
     (self._output,) = self.interpreter.get_output_details()
     expected = [-1, self.image_size, self.image_size, 3]
     if self._input["dtype"] != np.uint8 or list(self._input["shape_signature"]) != expected:
-      raise ValueError(
+      raise ConfigError(
         f"--model={path!r} takes {self._input['dtype'].__name__} "
         f"{list(self._input['shape_signature'])}; expected uint8 {expected}."
       )

@@ -87,6 +87,17 @@ def start(config, workdir: str) -> Callable[[], None]:
   return run
 
 
+def _train(config, workdir: str) -> Callable[[], None]:
+  """The whole of train_main, for errors found only once the data is read."""
+
+  def run() -> None:
+    from training import loop
+
+    loop.train_and_evaluate(config, workdir)
+
+  return run
+
+
 @dataclasses.dataclass
 class Case:
   name: str
@@ -341,6 +352,20 @@ CASES = [
   ),
   _config_case("lr=0", lambda: emotion(**{"optimizer.learning_rate": 0.0}), ("learning_rate=0.0",)),
   _config_case("lr<0", lambda: emotion(**{"optimizer.learning_rate": -1e-3}), ("learning_rate",)),
+  _config_case(
+    "optimizer name", lambda: emotion(**{"optimizer.name": "adam"}), ("name='adam'", "sgd")
+  ),
+  Case(
+    "batch larger than the training split",  # Found once the data is read.
+    lambda tmp: (_train(emotion(**{"schedule.batch_size": 128}), os.path.join(tmp, "run")), tmp),
+    ("batch_size=128", "64 images"),
+  ),
+  _config_case(
+    "XLA with op determinism",
+    lambda: emotion(**{"training.jit_compile": "True", "training.deterministic": True}),
+    ("jit_compile=True", "deterministic=True"),
+  ),
+  _config_case("momentum=1", lambda: emotion(**{"optimizer.momentum": 1.0}), ("momentum=1.0",)),
   _config_case(
     "validation_fraction=1", lambda: emotion(**{"data.validation_fraction": 1.0}), ("[0.0, 1.0)",)
   ),

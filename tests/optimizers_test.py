@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.optimizers import FusedAdam, FusedAdamW
+from configs import emotion as emotion_config
+from training import emotion
+from training.optimizers import SGD, FusedAdam, FusedAdamW
 from training.runtime import StepCountingLossScaleOptimizer
 
 _CASES = [
@@ -52,9 +54,27 @@ def test_inside_the_loss_scale_optimizer():
   np.testing.assert_allclose(fused_weight, plain_weight, atol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer_class", [FusedAdam, FusedAdamW])
-def test_serialises(optimizer_class):
-  optimizer = optimizer_class(learning_rate=2e-3, beta_2=0.99)
+@pytest.mark.parametrize(
+  "optimizer_class, kwargs",
+  [(FusedAdam, {"beta_2": 0.99}), (FusedAdamW, {"beta_2": 0.99}), (SGD, {"nesterov": True})],
+)
+def test_serialises(optimizer_class, kwargs):
+  optimizer = optimizer_class(learning_rate=2e-3, **kwargs)
   restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
   assert type(restored) is optimizer_class
   assert restored.get_config() == optimizer.get_config()
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_the_emotion_config_names_its_optimizer(name):
+  config = emotion_config.get_config("tiny")
+  config.optimizer.name = name
+  config.optimizer.weight_decay = 0.03
+  config.optimizer.momentum = 0.8
+  optimizer = emotion.EmotionTask(config).optimizer(steps_per_epoch=10)
+  assert type(optimizer) is {"adamw": FusedAdamW, "sgd": SGD}[name]
+  assert optimizer.weight_decay == pytest.approx(0.03)
+  if name == "sgd":
+    assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.8)
+  else:
+    assert optimizer.beta_1 == pytest.approx(config.optimizer.beta_1)

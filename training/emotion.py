@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common.errors import ConfigError
 from inference import export as export_lib
 from inference import reports
 from input_pipeline import emotion_data, tfrecords
@@ -39,9 +40,10 @@ class EmotionTask(Task):
     batch_size = config.schedule.batch_size
     self.steps_per_epoch = len(self.data.train) // batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(
-        f"The training split has {len(self.data.train)} images, fewer than one batch "
-        f"(config.schedule.batch_size={batch_size})."
+      raise ConfigError(
+        f"config.schedule.batch_size={batch_size}: the training split has only "
+        f"{len(self.data.train)} images, fewer than one batch; set a batch size of at most "
+        f"{len(self.data.train)} or give more training data."
       )
     keep = distribution.evaluation_count(len(self.data.validation), strategy, "validation")
     validation = emotion_data.head(self.data.validation, keep)
@@ -71,19 +73,22 @@ class EmotionTask(Task):
     return emotion_model.build_model(self.config, dtype_policy, jit_compile)
 
   def optimizer(self, steps_per_epoch: float) -> keras.optimizers.Optimizer:
-    """AdamW with (warmup and) cosine decay over all training steps."""
+    """AdamW (or Nesterov SGD) with (warmup and) cosine decay over all training steps."""
     config = self.config
     total_steps = config.schedule.num_epochs * steps_per_epoch
     warmup_steps = int(round(config.schedule.warmup_epochs * steps_per_epoch))
     schedule = schedules.warmup_cosine(
       config.optimizer.learning_rate, total_steps, warmup_steps, config.schedule.min_lr_fraction
     )
+    common = {
+      "learning_rate": schedule,
+      "weight_decay": config.optimizer.weight_decay,
+      "clipnorm": config.optimizer.clipnorm or None,
+    }
+    if config.optimizer.name == "sgd":
+      return optimizers.SGD(momentum=config.optimizer.momentum, nesterov=True, **common)
     return optimizers.FusedAdamW(
-      learning_rate=schedule,
-      weight_decay=config.optimizer.weight_decay,
-      beta_1=config.optimizer.beta_1,
-      beta_2=config.optimizer.beta_2,
-      clipnorm=config.optimizer.clipnorm or None,
+      beta_1=config.optimizer.beta_1, beta_2=config.optimizer.beta_2, **common
     )
 
   def loss(self) -> keras.losses.Loss:

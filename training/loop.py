@@ -85,12 +85,16 @@ def check_resume_point(path: str, iteration: int, steps_per_round: int, mid_roun
 
 
 def _callbacks(
-  task: Task, model: keras.Model, data: TrainingData, paths: RunPaths, history: list
+  task: Task,
+  model: keras.Model,
+  data: TrainingData,
+  paths: RunPaths,
+  history: list,
+  metadata: dict[str, Any],
 ) -> list[keras.callbacks.Callback]:
   config = task.config
   log_every = config.schedule.log_every_steps
   control, drawing = task.callbacks(model, paths, history)
-  metadata = model_metadata.describe(config.task, task.class_names)
   checkpoints = [
     callbacks_lib.AtomicModelCheckpoint(
       paths.best_checkpoint,
@@ -220,8 +224,9 @@ def train_and_evaluate(
       change.after,
       change.before,
     )
+  metadata = model_metadata.describe(config.task, task.class_names)  # In every checkpoint.
   with task.reading_errors():
-    callbacks = _callbacks(task, model, data, paths, history)
+    callbacks = _callbacks(task, model, data, paths, history, metadata)
   logging.info(
     "Training %s (%s, XLA %s, %d parameters) from step %d to %d, validating every %d steps.",
     model.name,
@@ -257,23 +262,21 @@ def train_and_evaluate(
       initial_epoch=iteration // round_steps,
       epochs=math.ceil(data.max_steps / round_steps),
     )
-  return _finish(task, run, paths, model, policy)
+  return _finish(task, run, model, policy, metadata)
 
 
 def _finish(
-  task: Task, run: runtime.Run, paths: RunPaths, model: keras.Model, policy: str
+  task: Task, run: runtime.Run, model: keras.Model, policy: str, metadata: dict[str, Any]
 ) -> dict[str, Any]:
   """Test report, export and HParams summary of the checkpoint `export.checkpoint` names."""
-  config = task.config
+  config, paths = task.config, run.paths
   rows = callbacks_lib.read_metrics(paths.metrics)
   pick = max if task.monitor_mode == "max" else min
   best_row = pick(rows, key=lambda r: float(r[task.monitor]))
   if config.export.checkpoint == "final":
     path = paths.final_checkpoint
     iteration = callbacks_lib.current_iteration(model)
-    callbacks_lib.save_checkpoint(
-      model, path, model_metadata.describe(config.task, task.class_names)
-    )
+    callbacks_lib.save_checkpoint(model, path, metadata)
   else:
     path = paths.best_checkpoint
     iteration = int(best_row["iteration"])

@@ -1,4 +1,6 @@
-"""Adam and AdamW whose per-variable update is TensorFlow's fused Adam kernel.
+"""The trainers' optimizers: Adam and AdamW with a fused update, and SGD.
+
+Adam and AdamW's per-variable update is TensorFlow's fused Adam kernel.
 
 Keras 3 writes Adam's update as a dozen tensor ops per variable (two powers,
 the moment updates, a square root, a division and three assignments), so
@@ -13,6 +15,10 @@ The arithmetic is Keras': `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
 `w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)`, with the same
 variables, so checkpoints of either optimizer load into the other. Sparse
 gradients, AMSGrad and other backends use Keras' own update.
+
+SGD (with Nesterov momentum, an option of the emotion trainer) is Keras'
+own, whose update is a few ops per variable already. All of them carry the
+loop's weight averaging (`LoopWeightAveraging`).
 """
 
 from __future__ import annotations
@@ -89,3 +95,8 @@ class FusedAdam(LoopWeightAveraging, _FusedAdamUpdate, keras.optimizers.Adam):
 @keras.saving.register_keras_serializable(package="face_analysis")
 class FusedAdamW(LoopWeightAveraging, _FusedAdamUpdate, keras.optimizers.AdamW):
   """`keras.optimizers.AdamW` with one fused update op per variable."""
+
+
+@keras.saving.register_keras_serializable(package="face_analysis")
+class SGD(LoopWeightAveraging, keras.optimizers.SGD):
+  """`keras.optimizers.SGD` with the loop's weight averaging."""

@@ -13,6 +13,7 @@ import tensorflow as tf
 from absl import logging
 
 from common import io_utils
+from common.errors import ConfigError
 from training import distribution, run_record, summaries
 from training.run_paths import RunPaths
 
@@ -95,7 +96,7 @@ def resolve_jit_compile(
     accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
     return bool(accelerators) and strategy.num_replicas_in_sync == 1 and not deterministic
   if text == "true" and deterministic:
-    raise ValueError(
+    raise ConfigError(
       "config.training.jit_compile=True and config.training.deterministic=True: Keras "
       "compiles without XLA when TensorFlow's op determinism is on. Set one of them to False."
     )
@@ -116,7 +117,7 @@ def compile_model(model: keras.Model, jit_compile: bool, **kwargs: Any) -> None:
       if not layer.supports_jit
     ]
     if blocking:
-      raise ValueError(
+      raise ConfigError(
         f"config.training.jit_compile=True, but these layers of {model.name} cannot be "
         f"compiled with XLA (supports_jit=False): {', '.join(blocking)}. Set "
         "config.training.jit_compile=False, or replace the layers."
