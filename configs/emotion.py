@@ -59,7 +59,11 @@ Variants (`configs/emotion.py:<variant>`):
     at every epoch, 45.9 and 38.8 min); vary `config.seed` to see the spread.
     A ResNet18 of width 16 without the stem pool (as fast, 738,423 weights)
     tracked this preset to epoch 23 (training 68.3% against 69.2%,
-    validation 65.4% against 65.3%) and was stopped there. Earlier, at batch
+    validation 65.4% against 65.3%) and was stopped there. So was SGD with
+    Nesterov momentum (--config.optimizer.name=sgd
+    --config.optimizer.learning_rate=0.1 --config.optimizer.weight_decay=5e-3,
+    PyTorch's 5e-4), which trailed at every epoch from 11 to 23 (at 23:
+    training 67.5% against 69.2%, validation 63.6% against 65.3%). Earlier, at batch
     64 and lr 2e-3, best checkpoints: 28 epochs gave 65.0% plain and 65.8%
     ten-crop in 61.2 min, 32 epochs 64.8% and 66.2% (views of 0.875) in
     66.5 min. So this recipe sits at about 65%
