@@ -26,6 +26,11 @@ MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 EXPORT_CHECKPOINTS = ("best", "final")
 EMOTION_OPTIMIZERS = ("adamw", "sgd")
+# Refused here and by `training.runtime.resolve_jit_compile` (for callers without a config).
+XLA_WITH_DETERMINISM = (
+  "config.training.jit_compile=True and config.training.deterministic=True: Keras compiles "
+  "without XLA when TensorFlow's op determinism is on; set one of them to False"
+)
 # The smallest input side each model accepts: the emotion ResNet18 halves a
 # 96 px face three times (four with the stem pool) and needs at least a 1x1
 # map at the end; EfficientNetB0 halves it five times.
@@ -150,10 +155,7 @@ def _check_shared(c: _Checker, task: str) -> None:
   if (
     str(c.get("training.jit_compile")).lower() == "true" and c.get("training.deterministic") is True
   ):
-    c.problems.append(
-      "config.training.jit_compile=True and config.training.deterministic=True: Keras "
-      "compiles without XLA when TensorFlow's op determinism is on; set one of them to False"
-    )
+    c.problems.append(XLA_WITH_DETERMINISM)
   c.integer("training.steps_per_execution", 1)
   c.number("training.ema_momentum", 0.0, 1.0, high_open=True)
   c.check("logging.verbose", lambda v: v in ("auto", 0, 1, 2, "0", "1", "2"), "auto, 0, 1 or 2")

@@ -14,6 +14,7 @@ from absl import logging
 
 from common import io_utils
 from common.errors import ConfigError
+from configs import validation
 from training import distribution, run_record, summaries
 from training.run_paths import RunPaths
 
@@ -96,10 +97,7 @@ def resolve_jit_compile(
     accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
     return bool(accelerators) and strategy.num_replicas_in_sync == 1 and not deterministic
   if text == "true" and deterministic:
-    raise ConfigError(
-      "config.training.jit_compile=True and config.training.deterministic=True: Keras "
-      "compiles without XLA when TensorFlow's op determinism is on. Set one of them to False."
-    )
+    raise ConfigError(validation.XLA_WITH_DETERMINISM + ".")
   return text == "true"
 
 
