@@ -17,9 +17,9 @@ status 2 (`common/errors.py`); `--verbosity=1` shows its traceback.
 
 import os
 
-# Keep TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) out of
-# the training log; warnings and errors still show. Set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
 
 from absl import app, flags, logging
 from ml_collections import config_flags

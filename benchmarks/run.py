@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
+from common import tf_environment
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
   "only", ["port", "emotion", "input", "deepfake", "xla", "storage"], "Sections to run."
@@ -598,7 +600,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  tf_environment.set_defaults(log_level="2")  # Before any measurement loads TensorFlow.
   base = {
     "batch_size": FLAGS.batch_size,
     "warmup_steps": FLAGS.warmup_steps,

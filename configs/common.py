@@ -48,8 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.log_every_steps = 0
 
   config.training = ml_collections.ConfigDict()
-  # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU; or a Keras
-  # dtype policy name.
+  # auto: mixed_bfloat16/mixed_float16 on a GPU, float32 on a CPU;
+  # mixed_bfloat16_if_native: mixed_bfloat16 where the device multiplies
+  # bfloat16 natively (GPUs of compute capability 8.0+, TPUs, CPUs with
+  # AMX-BF16/AVX512-BF16), float32 elsewhere; or a Keras dtype policy name.
   config.training.mixed_precision = "auto"
   # XLA for the train and evaluation steps: auto (Keras' rule: on GPUs and
   # TPUs with one replica, not on CPUs, where it is slower), True (any device,

@@ -22,7 +22,15 @@ SOURCES = {
   "emotion": ("auto", "folder", "csv", "synthetic", "tfrecord"),
   "deepfake": ("auto", "csv", "synthetic", "tfrecord"),
 }
-MIXED_PRECISION = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
+MIXED_PRECISION = (
+  "auto",
+  "mixed_bfloat16_if_native",
+  "float32",
+  "mixed_float16",
+  "mixed_bfloat16",
+  "bfloat16",
+  "float16",
+)
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 EXPORT_CHECKPOINTS = ("best", "final")
 EMOTION_OPTIMIZERS = ("adamw", "sgd")

@@ -60,9 +60,12 @@ def test_the_fer2013_cpu_preset_builds_its_half_width_resnet18():
   import keras
 
   from keras_models import emotion as emotion_model
+  from training import runtime
 
   config = emotion.get_config("fer2013_cpu")
-  model = emotion_model.build_model(config, config.training.mixed_precision)
+  policy = runtime.resolve_dtype_policy(config.training.mixed_precision)
+  assert policy == ("mixed_bfloat16" if runtime.cpu_has_native_bfloat16() else "float32")
+  model = emotion_model.build_model(config, policy)
   assert model.count_params() == 2_868_455
   outputs = model(keras.ops.zeros((2, 48, 48, 3), "uint8"), training=False)
   assert tuple(outputs.shape) == (2, 7) and outputs.dtype == "float32"

@@ -3,13 +3,17 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+from common import tf_environment
+
+# As the entry points run: oneDNN kernels, quiet start-up.
+tf_environment.set_defaults(log_level="2")
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
 
 from common import labels
 from keras_models import emotion as emotion_model

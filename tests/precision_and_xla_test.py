@@ -9,6 +9,7 @@ iterations, epochs and checkpoints, step for step.
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -242,6 +243,54 @@ def test_jit_compile_setting_resolves_as_keras_does_and_refuses_a_fallback():
     runtime.compile_model(model, True, loss="mse")
   runtime.compile_model(model, False, loss="mse")
   assert model.jit_compile is False
+
+
+@pytest.mark.parametrize(
+  ("flags", "native"),
+  [
+    ("fpu sse2 avx avx2 fma", False),  # an AMD EPYC of this CI: emulated bfloat16
+    ("avx2 avx512f avx512_bf16 avx512_vnni", True),
+    ("avx2 avx512f amx_bf16 amx_tile", True),
+    ("avx512f avx512_bf16x", False),  # whole flags only
+  ],
+)
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text(f"processor\t: 0\nmodel name\t: CPU\nflags\t\t: {flags}\n\n" * 2)
+  assert runtime.cpu_has_native_bfloat16(str(cpuinfo)) is native
+  assert runtime.cpu_has_native_bfloat16(str(tmp_path / "absent")) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_if_native_falls_back_to_float32_on_other_cpus(monkeypatch, native):
+  monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: native)
+  expected = "mixed_bfloat16" if native else "float32"
+  assert runtime.resolve_dtype_policy("mixed_bfloat16_if_native") == expected
+  assert runtime.resolve_dtype_policy("auto") == "float32"  # auto stays float32 on CPUs
+  assert runtime.resolve_dtype_policy("mixed_bfloat16") == "mixed_bfloat16"  # forced
+  with pytest.raises(ValueError, match="'fp8'.*mixed_bfloat16_if_native"):
+    runtime.resolve_dtype_policy("fp8")
+
+
+def test_the_entry_points_turn_on_tensorflows_onednn_kernels():
+  """TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX."""
+  script = (
+    "import sys, tools.evaluate_emotion;"
+    "from tensorflow.python.util import _pywrap_util_port as port;"
+    "print(port.IsMklEnabled())"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+  run = lambda extra: subprocess.run(  # noqa: E731
+    [sys.executable, "-c", script],
+    capture_output=True,
+    text=True,
+    check=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    env={**env, "TF_CPP_MIN_LOG_LEVEL": "3", **extra},
+  ).stdout.split()[-1]
+  if platform.machine() in ("x86_64", "AMD64"):
+    assert run({}) == "True"
+  assert run({"TF_ENABLE_ONEDNN_OPTS": "0"}) == "False"  # the user's setting is kept
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])

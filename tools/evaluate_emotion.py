@@ -36,10 +36,9 @@ class probabilities are averaged.
 
 from __future__ import annotations
 
-import os
+from common import tf_environment
 
-# Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+tf_environment.set_defaults()  # Before TensorFlow loads.
 
 from absl import app, flags
 

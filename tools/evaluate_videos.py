@@ -17,6 +17,10 @@ from __future__ import annotations
 import json
 import os
 
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
+
 from absl import flags, logging
 
 from common import errors, io_utils, outputs

@@ -36,8 +36,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-# Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
 
 from absl import app, flags, logging
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import os
 
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
+
 from absl import flags
 
 from common import errors, outputs

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import os
 
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
+
 from absl import app, flags, logging
 
 from common import errors, io_utils, outputs

@@ -23,11 +23,11 @@ stores pixels, so training never decodes again; `png` is lossless and smaller,
 from __future__ import annotations
 
 import os
-
-# Keep TensorFlow's C++ start-up chatter out of the log. Set before TF loads.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
 import time
+
+from common import tf_environment
+
+tf_environment.set_defaults()  # Before TensorFlow loads.
 
 import ml_collections
 from absl import app, flags, logging

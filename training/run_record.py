@@ -51,6 +51,16 @@ MAY_CHANGE = (
   "logging.",
   "export.",
 )
+# Fields added to the configs after runs were recorded without them, each with
+# the value that was then built in: a record without one resumes as if it
+# held that value, so a run from before keeps resuming under today's code.
+ADDED_FIELDS = {
+  "data.eval_crop_fraction": 1.0,  # Evaluation saw the whole image.
+  "data.ten_crop_fraction": 0.875,
+  "training.ema_momentum": 0.0,  # No weight averaging.
+  "optimizer.name": "adamw",
+  "optimizer.momentum": 0.9,
+}
 # Names of the files a damaged original is kept under by --recover.
 DAMAGED_SUFFIX = ".damaged"
 
@@ -119,7 +129,9 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> list[Change]:
       f"{path} (the run's config record) cannot be read ({error}); restore it, or use a new "
       "--workdir."
     ) from error
-  before, after = _flatten(record), _flatten(resolved(config))
+  after = _flatten(resolved(config))
+  added = {field: value for field, value in ADDED_FIELDS.items() if field in after}
+  before = {**added, **_flatten(record)}
   missing = object()
   changes = [
     Change(field, before.get(field, missing), after.get(field, missing))

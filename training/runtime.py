@@ -19,6 +19,25 @@ from training import distribution, run_record, summaries
 from training.run_paths import RunPaths
 
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
+# CPU flags of bfloat16 matrix instructions (Linux /proc/cpuinfo names).
+_NATIVE_BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+  """Whether the CPU multiplies bfloat16 in hardware (AMX-BF16 or AVX512-BF16).
+
+  Without them TensorFlow emulates bfloat16: on a 2-core AMD EPYC with AVX2
+  only, the fer2013_cpu train step ran at 11 images/s in mixed_bfloat16
+  against 150 in float32. Reads the Linux flags; False where there are none.
+  """
+  try:
+    with open(cpuinfo_path) as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith("flags"):
+          return not _NATIVE_BFLOAT16_CPU_FLAGS.isdisjoint(line.split(":", 1)[-1].split())
+  except OSError:
+    pass
+  return False
 
 
 def resolve_dtype_policy(setting: str) -> str:
@@ -26,20 +45,35 @@ def resolve_dtype_policy(setting: str) -> str:
 
   `auto` picks mixed_bfloat16 on GPUs with bfloat16 tensor cores (compute
   capability 8.0+, e.g. A100/H100), mixed_float16 on older GPUs and float32 on
-  CPUs, where reduced precision is slower, not faster.
+  CPUs. `mixed_bfloat16_if_native` picks mixed_bfloat16 wherever the hardware
+  multiplies bfloat16 natively (those GPUs, TPUs, CPUs with AMX-BF16 or
+  AVX512-BF16) and float32 elsewhere, where emulated bfloat16 is far slower.
   """
-  if setting != "auto":
+  if setting not in ("auto", "mixed_bfloat16_if_native"):
     if setting not in DTYPE_POLICIES:
       raise ValueError(
-        f"config.training.mixed_precision={setting!r}; expected 'auto' or one of "
-        f"{list(DTYPE_POLICIES)}."
+        f"config.training.mixed_precision={setting!r}; expected one of "
+        f"{list(validation.MIXED_PRECISION)}."
       )
     return setting
+  if setting == "mixed_bfloat16_if_native" and tf.config.list_logical_devices("TPU"):
+    return "mixed_bfloat16"  # TPUs compute in bfloat16 natively.
   gpus = tf.config.list_physical_devices("GPU")
   if not gpus:
-    return "float32"
+    native = setting == "mixed_bfloat16_if_native" and cpu_has_native_bfloat16()
+    policy = "mixed_bfloat16" if native else "float32"
+    if setting != "auto":
+      logging.info(
+        "CPU %s bfloat16 matrix instructions (AMX-BF16/AVX512-BF16): using %s.",
+        "with" if native else "without",
+        policy,
+      )
+    return policy
   capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-  policy = "mixed_bfloat16" if tuple(capability) >= (8, 0) else "mixed_float16"
+  if tuple(capability) >= (8, 0):
+    policy = "mixed_bfloat16"
+  else:
+    policy = "mixed_float16" if setting == "auto" else "float32"
   logging.info("GPU compute capability %s: using %s.", capability, policy)
   return policy
 
