@@ -23,8 +23,9 @@ Variants (`configs/emotion.py:<variant>`):
 
   quick: the embedded synthetic faces at 48x48 with a narrow ResNet18 (width
     16, stem max-pool), 12 epochs; measured on a 2-core CPU: 3 to 6 minutes
-    end to end (the machine's speed varies; 3 min 32 s on the last run), 98.7%
-    best validation accuracy, 99.3% test accuracy:
+    end to end (the machine's speed varies; 3 min 32 s on an Intel CPU, 4 min
+    24 s on an AVX2-only AMD EPYC), 98.7% best validation accuracy on both,
+    99.3% and 98.4% test accuracy:
       python train_main.py --config=configs/emotion.py:quick
   fer2013_cpu: real FER2013 on a CPU: 48x48 (no upsampling), a half-width
     ResNet18 (width 32, stem max-pool), batch 128, 30 epochs, bfloat16 on a
@@ -47,7 +48,11 @@ Variants (`configs/emotion.py:<variant>`):
     as this machine's speed varied); --config.seed=1 65.4% / 66.3%;
     --config.seed=2 65.1% / 66.8% (39.7 min end to end, alone on the
     machine). An earlier version of the code at seed 0: 65.3% / 66.3% (54.3
-    min from a fresh clone). Per-class F1, plain, seeds 0 / 1 / 2: angry
+    min from a fresh clone). Those runs had an Intel CPU with AMX (bfloat16).
+    On a 2-core AMD EPYC with AVX2 only (float32, oneDNN) seed 0 gave 65.2% /
+    65.7% (macro F1 0.62 / 0.63) but took 120 min, half of it beside test
+    runs: epochs alone 148-232 s, so about 90 min alone; over the hour there.
+    Per-class F1 (AMX CPU), plain, seeds 0 / 1 / 2: angry
     0.57 / 0.56 / 0.56, disgust 0.61 / 0.57 / 0.57, fear 0.45 / 0.50 / 0.48,
     happy 0.85 / 0.85 / 0.86, neutral 0.60 / 0.60 / 0.59, sad 0.52 / 0.53 /
     0.53, surprise 0.78 / 0.79 / 0.78 (macro 0.63 in each; ten-crop 0.64,
