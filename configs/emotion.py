@@ -52,6 +52,10 @@ Variants (`configs/emotion.py:<variant>`):
     On a 2-core AMD EPYC with AVX2 only (float32, oneDNN) seed 0 gave 65.2% /
     65.7% (macro F1 0.62 / 0.63) but took 120 min, half of it beside test
     runs: epochs alone 148-232 s, so about 90 min alone; over the hour there.
+    A narrower model for that CPU, --config.model.width=24 (1,629,103
+    weights, the train step 1.5x faster in a probe), gave 64.1% / 64.9% at
+    seed 0, a point below width 32, and still took 69.5 min (epochs 94-163 s
+    alone as the machine's speed varied, 7 of 30 beside tests).
     Per-class F1 (AMX CPU), plain, seeds 0 / 1 / 2: angry
     0.57 / 0.56 / 0.56, disgust 0.61 / 0.57 / 0.57, fear 0.45 / 0.50 / 0.48,
     happy 0.85 / 0.85 / 0.86, neutral 0.60 / 0.60 / 0.59, sad 0.52 / 0.53 /

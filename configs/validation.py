@@ -22,15 +22,12 @@ SOURCES = {
   "emotion": ("auto", "folder", "csv", "synthetic", "tfrecord"),
   "deepfake": ("auto", "csv", "synthetic", "tfrecord"),
 }
-MIXED_PRECISION = (
-  "auto",
-  "mixed_bfloat16_if_native",
-  "float32",
-  "mixed_float16",
-  "mixed_bfloat16",
-  "bfloat16",
-  "float16",
-)
+# Keras dtype policies, and the settings `training.runtime.resolve_dtype_policy`
+# turns into one of them on the machine at hand.
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
+AUTO_PRECISION = "auto"
+BFLOAT16_IF_NATIVE = "mixed_bfloat16_if_native"
+MIXED_PRECISION = (AUTO_PRECISION, BFLOAT16_IF_NATIVE, *DTYPE_POLICIES)
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 EXPORT_CHECKPOINTS = ("best", "final")
 EMOTION_OPTIMIZERS = ("adamw", "sgd")

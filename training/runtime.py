@@ -18,7 +18,6 @@ from configs import validation
 from training import distribution, run_record, summaries
 from training.run_paths import RunPaths
 
-DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "bfloat16", "float16")
 # CPU flags of bfloat16 matrix instructions (Linux /proc/cpuinfo names).
 _NATIVE_BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
@@ -49,20 +48,21 @@ def resolve_dtype_policy(setting: str) -> str:
   multiplies bfloat16 natively (those GPUs, TPUs, CPUs with AMX-BF16 or
   AVX512-BF16) and float32 elsewhere, where emulated bfloat16 is far slower.
   """
-  if setting not in ("auto", "mixed_bfloat16_if_native"):
-    if setting not in DTYPE_POLICIES:
+  if_native = setting == validation.BFLOAT16_IF_NATIVE
+  if setting != validation.AUTO_PRECISION and not if_native:
+    if setting not in validation.DTYPE_POLICIES:
       raise ValueError(
         f"config.training.mixed_precision={setting!r}; expected one of "
         f"{list(validation.MIXED_PRECISION)}."
       )
     return setting
-  if setting == "mixed_bfloat16_if_native" and tf.config.list_logical_devices("TPU"):
+  if if_native and tf.config.list_logical_devices("TPU"):
     return "mixed_bfloat16"  # TPUs compute in bfloat16 natively.
   gpus = tf.config.list_physical_devices("GPU")
   if not gpus:
-    native = setting == "mixed_bfloat16_if_native" and cpu_has_native_bfloat16()
+    native = if_native and cpu_has_native_bfloat16()
     policy = "mixed_bfloat16" if native else "float32"
-    if setting != "auto":
+    if if_native:
       logging.info(
         "CPU %s bfloat16 matrix instructions (AMX-BF16/AVX512-BF16): using %s.",
         "with" if native else "without",
@@ -73,7 +73,7 @@ def resolve_dtype_policy(setting: str) -> str:
   if tuple(capability) >= (8, 0):
     policy = "mixed_bfloat16"
   else:
-    policy = "mixed_float16" if setting == "auto" else "float32"
+    policy = "float32" if if_native else "mixed_float16"
   logging.info("GPU compute capability %s: using %s.", capability, policy)
   return policy
 
