@@ -55,7 +55,7 @@ Variants (`configs/emotion.py:<variant>`):
     A narrower model for that CPU, --config.model.width=24 (1,629,103
     weights, the train step 1.5x faster in a probe), gave 64.1% / 64.9% at
     seed 0, a point below width 32, and still took 69.5 min (epochs 94-163 s
-    alone as the machine's speed varied, 7 of 30 beside tests).
+    alone as the machine's speed varied, 6 of 30 beside tests).
     Per-class F1 (AMX CPU), plain, seeds 0 / 1 / 2: angry
     0.57 / 0.56 / 0.56, disgust 0.61 / 0.57 / 0.57, fear 0.45 / 0.50 / 0.48,
     happy 0.85 / 0.85 / 0.86, neutral 0.60 / 0.60 / 0.59, sad 0.52 / 0.53 /
