@@ -48,14 +48,14 @@ def resolve_dtype_policy(setting: str) -> str:
   multiplies bfloat16 natively (those GPUs, TPUs, CPUs with AMX-BF16 or
   AVX512-BF16) and float32 elsewhere, where emulated bfloat16 is far slower.
   """
-  if_native = setting == validation.BFLOAT16_IF_NATIVE
-  if setting != validation.AUTO_PRECISION and not if_native:
-    if setting not in validation.DTYPE_POLICIES:
-      raise ValueError(
-        f"config.training.mixed_precision={setting!r}; expected one of "
-        f"{list(validation.MIXED_PRECISION)}."
-      )
+  if setting in validation.DTYPE_POLICIES:
     return setting
+  if setting not in (validation.AUTO_PRECISION, validation.BFLOAT16_IF_NATIVE):
+    raise ValueError(
+      f"config.training.mixed_precision={setting!r}; expected one of "
+      f"{list(validation.MIXED_PRECISION)}."
+    )
+  if_native = setting == validation.BFLOAT16_IF_NATIVE
   if if_native and tf.config.list_logical_devices("TPU"):
     return "mixed_bfloat16"  # TPUs compute in bfloat16 natively.
   gpus = tf.config.list_physical_devices("GPU")
