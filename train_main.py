@@ -54,6 +54,8 @@ def main(argv: list[str]) -> None:
   # Every check that needs no TensorFlow, before it loads and before anything is written.
   validation.validate(config)
   run_record.check_before_start(config, workdir, _RECOVER.value)
+  if config.training.deterministic:
+    tf_environment.turn_off_onednn()  # Before TensorFlow loads.
   # Imported here so that --help, flag and config errors answer without loading TensorFlow.
   from training import loop
 

@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.training.distribution = "auto"
   # Deterministic TF ops (tf.config.experimental.enable_op_determinism): with
   # the same seed, reruns on the same machine give identical metrics; slower
-  # on GPUs, where some kernels lose their fast non-deterministic paths.
+  # on GPUs, where some kernels lose their fast non-deterministic paths, and on
+  # CPUs, where train_main.py turns TensorFlow's oneDNN kernels off.
   config.training.deterministic = False
   config.training.steps_per_execution = 1  # Train steps per tf.function call.
   # Polyak averaging: the momentum of an exponential moving average of the

@@ -12,7 +12,7 @@ import ml_collections
 import tensorflow as tf
 from absl import logging
 
-from common import io_utils
+from common import io_utils, tf_environment
 from common.errors import ConfigError
 from configs import validation
 from training import distribution, run_record, summaries
@@ -194,7 +194,15 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
   keras.utils.set_random_seed(config.seed)
   if config.training.deterministic:
     tf.config.experimental.enable_op_determinism()
-    logging.info("Deterministic ops enabled (seed %d).", config.seed)
+    if tf_environment.onednn_enabled():
+      logging.warning(
+        "Deterministic ops are on, but TensorFlow loaded with its oneDNN CPU kernels, whose "
+        "sums can differ in the last bits between runs; set %s=0 before TensorFlow loads "
+        "(train_main.py does so for deterministic runs).",
+        tf_environment.ONEDNN_VARIABLE,
+      )
+    else:
+      logging.info("Deterministic ops enabled (seed %d), oneDNN CPU kernels off.", config.seed)
   return Run(paths, RunPaths(workdir), strategy)
 
 
