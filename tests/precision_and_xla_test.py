@@ -275,9 +275,9 @@ def test_bfloat16_if_native_falls_back_to_float32_on_other_cpus(monkeypatch, nat
 def test_the_entry_points_turn_on_tensorflows_onednn_kernels():
   """TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX."""
   script = (
-    "import sys, tools.evaluate_emotion;"
-    "from tensorflow.python.util import _pywrap_util_port as port;"
-    "print(port.IsMklEnabled())"
+    "import tools.evaluate_emotion;"
+    "from common import tf_environment;"
+    "print(tf_environment.onednn_enabled())"
   )
   env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
   run = lambda extra: subprocess.run(  # noqa: E731
