@@ -54,6 +54,20 @@ def checked_input(
   return tf.ensure_shape(tensor, [None] * rank)
 
 
+def decode_files(encoded: tf.Tensor, name: str, size: int, antialias: bool = False) -> tf.Tensor:
+  """String `[n]` of encoded image files -> uint8 `[n, size, size, 3]`.
+
+  Each file is decoded to RGB by `images.decode_tf` (the pixels training
+  decodes; an undecodable file fails with a message starting with `name`) and
+  resized by `resize_to_uint8`, so the files may differ in size.
+  """
+
+  def decode(one: tf.Tensor) -> tf.Tensor:
+    return resize_to_uint8(images_lib.decode_tf(one, channels=3, name=name), size, antialias)
+
+  return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
+
+
 def export_image_classifier(
   model: keras.Model, export_dir: str, class_names: Sequence[str], image_size: int
 ) -> str:
@@ -98,17 +112,8 @@ def export_image_classifier(
   @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="image_bytes")])
   def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
     image_bytes = checked_input(image_bytes, "image_bytes", BYTES_EXPECTED, rank=1)
-
-    def decode(encoded: tf.Tensor) -> tf.Tensor:
-      image = images_lib.decode_tf(encoded, channels=3, name="image_bytes")
-      return resize_to_uint8(image, image_size, antialias=True)  # as the model's Resizing
-
-    images = tf.map_fn(
-      decode,
-      image_bytes,
-      fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
-    )
-    return classify(images)
+    # Antialiased, as the model's own resize of the other signature's images.
+    return classify(decode_files(image_bytes, "image_bytes", image_size, antialias=True))
 
   return write_saved_model(
     model,
@@ -124,14 +129,33 @@ def export_detector(
   frame_size: int,
   class_names: Sequence[str] = labels.DEEPFAKE_CLASSES,
 ) -> str:
-  """SavedModel: `clips` uint8 `[b, t, h, w, 3]` -> probability_fake, attention maps.
+  """Writes the detector as a SavedModel with two signatures.
 
-  A wrong rank, frame count or channel count, an empty batch or zero-sized
-  frames are refused with a message naming `clips` and its expected shape.
+  `serving_default`: `clips` uint8 `[batch, num_frames, height, width, 3]`
+  (any height and width). `serving_bytes`: `clip_bytes` string `[batch,
+  num_frames]`, each an encoded face crop (JPEG, PNG, GIF, BMP or WebP, as
+  `tools.prepare_faces` writes them; TF Serving's REST API base64-decodes
+  `{"b64": ...}` values for it), decoded as training decodes frame files; the
+  crops may differ in size. Frames of both are resized to `frame_size` as the
+  training frames are. Both return `probability_fake` `[batch]`,
+  `spatial_attention` `[batch, num_frames, h, w]` and `temporal_attention`
+  `[batch, num_frames]`. A wrong rank, frame or channel count, an empty batch,
+  zero-sized frames or an undecodable file is refused with a message naming
+  the input and what it expects.
   """
   explainer = deepfake_model.build_explainer(model)
   num_frames = model.input.shape[1]
   expected = f"uint8 [batch >= 1, {num_frames} frames, height >= 1, width >= 1, 3 channels]"
+  bytes_expected = f"string [batch >= 1, {num_frames} frames] of encoded image files"
+
+  def detect(frames: tf.Tensor) -> dict[str, tf.Tensor]:
+    """uint8 `[batch * num_frames, frame_size, frame_size, 3]` -> the outputs."""
+    outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
+    return {
+      "probability_fake": outputs["probabilities"][:, 1],
+      "spatial_attention": tf.cast(outputs["spatial_attention"], tf.float32),
+      "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
+    }
 
   @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="clips")])
   def serve(clips: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -145,17 +169,22 @@ def export_detector(
     clips = tf.ensure_shape(clips, [None, num_frames, None, None, 3])
     shape = tf.shape(clips)
     frames = tf.reshape(clips, [-1, shape[2], shape[3], 3])
-    frames = resize_to_uint8(frames, frame_size)  # as the training frames
-    outputs = explainer(tf.reshape(frames, [-1, num_frames, frame_size, frame_size, 3]))
-    return {
-      "probability_fake": outputs["probabilities"][:, 1],
-      "spatial_attention": tf.cast(outputs["spatial_attention"], tf.float32),
-      "temporal_attention": tf.cast(outputs["temporal_attention"], tf.float32),
-    }
+    return detect(resize_to_uint8(frames, frame_size))  # as the training frames
+
+  @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="clip_bytes")])
+  def serve_bytes(clip_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+    clip_bytes = checked_input(
+      clip_bytes,
+      "clip_bytes",
+      bytes_expected,
+      rank=2,
+      valid=lambda shape: tf.equal(shape[1], num_frames),
+    )
+    return detect(decode_files(tf.reshape(clip_bytes, [-1]), "clip_bytes", frame_size))
 
   return write_saved_model(
     explainer,
-    {"serving_default": serve},
+    {"serving_default": serve, BYTES_SIGNATURE: serve_bytes},
     export_dir,
     model_metadata.describe("deepfake", class_names),
   )

@@ -15,6 +15,7 @@ NUM_FRAMES, FRAME_SIZE = 2, 32
 IMAGES = r"images: expected uint8 \[batch >= 1, height >= 1, width >= 1, channels 1 or 3\]"
 BYTES = r"image_bytes: expected string \[batch >= 1\] of encoded image files"
 CLIPS = r"clips: expected uint8 \[batch >= 1, 2 frames, height >= 1, width >= 1, 3 channels\]"
+CLIP_BYTES = r"clip_bytes: expected string \[batch >= 1, 2 frames\] of encoded image files"
 NOT_AN_IMAGE = r"image_bytes: not a JPEG, PNG, GIF, BMP or WebP file"
 
 
@@ -111,6 +112,28 @@ BAD_REQUESTS = [
     CLIPS + r".*\[0 2 32 32 3\]",
   ),
   ("deepfake", "serving_default", "clips", np.zeros((1, 2, 0, 32, 3), np.uint8), CLIPS),
+  (
+    "deepfake",
+    "serving_bytes",
+    "clip_bytes",
+    np.array([_png(), _png()], object),
+    CLIP_BYTES + r".*\[2\]",
+  ),
+  (
+    "deepfake",
+    "serving_bytes",
+    "clip_bytes",
+    np.array([[_png()] * 3], object),
+    CLIP_BYTES + r".*\[1 3\]",
+  ),
+  ("deepfake", "serving_bytes", "clip_bytes", np.zeros((0, 2), object), CLIP_BYTES + r".*\[0 2\]"),
+  (
+    "deepfake",
+    "serving_bytes",
+    "clip_bytes",
+    np.array([[_png(), b"not an image"]], object),
+    r"clip_bytes: not a JPEG, PNG, GIF, BMP or WebP file",
+  ),
 ]
 
 
@@ -144,3 +167,21 @@ def test_valid_requests_are_served_as_before(tiny_model, detector_export):
   assert out["temporal_attention"].shape == (3, NUM_FRAMES)
   # Tools read the frame count from the export (its input is of unknown rank).
   assert video_scoring.ClipScorer(detector_export).num_frames == NUM_FRAMES
+
+
+def test_detector_serves_encoded_face_crops_as_it_serves_their_pixels(detector_export):
+  """`serving_bytes` decodes each crop (any size) and resizes it as `serving_default` does."""
+  rng = np.random.default_rng(0)
+  crops = rng.integers(0, 256, (2, NUM_FRAMES, 40, 36, 3), np.uint8)  # PNG: lossless
+  encoded = [[tf.io.encode_png(frame).numpy() for frame in clip] for clip in crops]
+  signatures = tf.saved_model.load(detector_export).signatures
+  from_pixels = signatures["serving_default"](clips=tf.constant(crops))
+  from_files = signatures["serving_bytes"](clip_bytes=tf.constant(encoded))
+  assert from_files.keys() == from_pixels.keys()
+  for key, expected in from_pixels.items():
+    np.testing.assert_allclose(from_files[key].numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+  # Crops of different sizes in one request, JPEG among them.
+  mixed = [[_png(20, 30), tf.io.encode_jpeg(crops[0, 1]).numpy()]]
+  out = signatures["serving_bytes"](clip_bytes=tf.constant(mixed))
+  assert out["probability_fake"].shape == (1,)
+  assert 0.0 <= float(out["probability_fake"][0]) <= 1.0
