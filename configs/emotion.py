@@ -48,8 +48,9 @@ Variants (`configs/emotion.py:<variant>`):
     66.0% / 66.3% (macro F1 0.64 / 0.64; per class, plain: angry 0.58,
     disgust 0.65, fear 0.48, happy 0.86, neutral 0.60, sad 0.56, surprise
     0.76), but 96 min end to end on that CPU at each seed (epochs 171-213 s
-    alone at seed 0; seed 1 ran partly beside test runs): over the hour there. On an Intel CPU with AMX (bfloat16) this recipe took 40-54 min; the
-    runs there held out 5% (1436 faces) and gave, at seeds 0 / 1 / 2, 64.7% /
+    alone at seed 0; seed 1 ran partly beside test runs): over the hour
+    there. On an Intel CPU with AMX (bfloat16) this recipe took 40-54 min;
+    the runs there held out 5% (1436 faces) and gave, at seeds 0 / 1 / 2, 64.7% /
     65.8%, 65.4% / 66.3% and 65.1% / 66.8% (39.7 min end to end alone on the
     machine at seed 2; an earlier version of the code at seed 0: 65.3% /
     66.3%, 54.3 min from a fresh clone). 5% on the AMD CPU at seed 0: 65.2% /
