@@ -54,20 +54,6 @@ def checked_input(
   return tf.ensure_shape(tensor, [None] * rank)
 
 
-def decode_files(encoded: tf.Tensor, name: str, size: int, antialias: bool = False) -> tf.Tensor:
-  """String `[n]` of encoded image files -> uint8 `[n, size, size, 3]`.
-
-  Each file is decoded to RGB by `images.decode_tf` (the pixels training
-  decodes; an undecodable file fails with a message starting with `name`) and
-  resized by `resize_to_uint8`, so the files may differ in size.
-  """
-
-  def decode(one: tf.Tensor) -> tf.Tensor:
-    return resize_to_uint8(images_lib.decode_tf(one, channels=3, name=name), size, antialias)
-
-  return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
-
-
 def export_image_classifier(
   model: keras.Model, export_dir: str, class_names: Sequence[str], image_size: int
 ) -> str:
@@ -113,7 +99,7 @@ def export_image_classifier(
   def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
     image_bytes = checked_input(image_bytes, "image_bytes", BYTES_EXPECTED, rank=1)
     # Antialiased, as the model's own resize of the other signature's images.
-    return classify(decode_files(image_bytes, "image_bytes", image_size, antialias=True))
+    return classify(images_lib.decode_files(image_bytes, image_size, "image_bytes", antialias=True))
 
   return write_saved_model(
     model,
@@ -180,7 +166,7 @@ def export_detector(
       rank=2,
       valid=lambda shape: tf.equal(shape[1], num_frames),
     )
-    return detect(decode_files(tf.reshape(clip_bytes, [-1]), "clip_bytes", frame_size))
+    return detect(images_lib.decode_files(tf.reshape(clip_bytes, [-1]), frame_size, "clip_bytes"))
 
   return write_saved_model(
     explainer,

@@ -132,13 +132,9 @@ def frame_loader(videos: Videos, size: int):
     return load_frames
   paths = tf.ragged.constant(videos.frame_paths)
 
-  def decode(path: tf.Tensor) -> tf.Tensor:
-    image = images.decode_tf(tf.io.read_file(path), channels=3, name="frame")
-    return resize_to_uint8(image, size)
-
   def load_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    files = tf.gather(paths[video], indices)
-    return tf.map_fn(decode, files, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
+    contents = tf.map_fn(tf.io.read_file, tf.gather(paths[video], indices))
+    return images.decode_files(contents, size, "frame")  # as `serving_bytes` decodes
 
   return load_frames
 

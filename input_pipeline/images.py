@@ -281,3 +281,18 @@ def resize_to_uint8(images: tf.Tensor, size: int, antialias: bool = False) -> tf
   """
   resized = tf.image.resize(images, (size, size), antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def decode_files(encoded: tf.Tensor, size: int, name: str, antialias: bool = False) -> tf.Tensor:
+  """String `[n]` of encoded image files -> uint8 `[n, size, size, 3]`, in a graph.
+
+  Each file is decoded to RGB by `decode_tf` (an undecodable one fails with a
+  message starting with `name`) and resized by `resize_to_uint8`, so the files
+  may differ in size: deepfake frame files in tf.data and the encoded files of
+  both exports' `serving_bytes` signatures.
+  """
+
+  def decode(one: tf.Tensor) -> tf.Tensor:
+    return resize_to_uint8(decode_tf(one, channels=3, name=name), size, antialias)
+
+  return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8))
