@@ -49,6 +49,10 @@ Variants (`configs/emotion.py:<variant>`):
     surprise 0.78), 41.5 min end to end (training with data loading, test
     report and export 40.7 min, epochs 59-88 s; `tools.evaluate_emotion
     --ten_crop` 43 s); training accuracy 74.3%, validation 66.0% at the end.
+    --config.seed=1 there: 66.8% / 67.9% (macro F1 0.65 / 0.66) in 38.2 min;
+    --config.seed=2: 66.1% / 66.8% (macro F1 0.63 / 0.65; 51.0 min, with
+    the test suite beside it for half the run). Means of the three seeds:
+    66.3% plain, 67.2% ten-crop.
     The hour holds on CPUs with bfloat16 matrix instructions only (that AMD,
     an Intel CPU with AMX: 40-54 min below); float32 on an AVX2-only CPU
     takes 96 min.
@@ -98,8 +102,9 @@ Variants (`configs/emotion.py:<variant>`):
     ten-crop in 61.2 min, 32 epochs 64.8% and 66.2% (views of 0.875) in 66.5
     min. So this recipe gives about 65% plain and 66% ten-crop: with 5% held
     out (AMX), means of three seeds 65.1% and 66.3%, the 64% plain target at
-    every seed and the 66% ten-crop target at two of three; with 1% (AMD),
-    both targets at both seeds run (0 and 1).
+    every seed and the 66% ten-crop target at two of three; with 1% held
+    out, both targets at every seed run (0 and 1 on the AVX2 AMD CPU; 0, 1
+    and 2 on the AVX512-BF16 one).
   tiny: a seconds-long smoke run for tests (16x16, width 4, 2 epochs).
 """
 
